@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Run every native Go fuzz target in the module, one at a time, for FUZZTIME
+# each (default 10s).
+#
+#   FUZZTIME=2s bash scripts/fuzz.sh      # quick smoke run
+#   FUZZTIME=10m bash scripts/fuzz.sh     # long run (what `make fuzz` does)
+#
+# Targets are discovered by grepping *_test.go files for `^func Fuzz`, then
+# asking `go test -list '^Fuzz'` for the real names per package (this respects
+# build constraints). New failing inputs are written by `go test` to the
+# package's testdata/fuzz/<Target>/ directory: commit them as regression cases.
+#
+# Environment:
+#   FUZZTIME     per-target fuzz duration or count (go test -fuzztime), default 10s
+#   FUZZ_GRACE   extra seconds allowed per target for building and the seed
+#                corpus before the target is killed as hung, default 600
+set -euo pipefail
+
+FUZZTIME="${FUZZTIME:-10s}"
+FUZZ_GRACE="${FUZZ_GRACE:-600}"
+GO="${GO:-go}"
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Outer kill timer: FUZZTIME (when it is a plain duration) plus FUZZ_GRACE.
+limit=""
+if command -v timeout >/dev/null 2>&1; then
+	if [[ "$FUZZTIME" =~ ^([0-9]+)(s|m|h)$ ]]; then
+		n="${BASH_REMATCH[1]}"
+		case "${BASH_REMATCH[2]}" in
+		s) limit=$((n + FUZZ_GRACE)) ;;
+		m) limit=$((n * 60 + FUZZ_GRACE)) ;;
+		h) limit=$((n * 3600 + FUZZ_GRACE)) ;;
+		esac
+	fi
+fi
+
+# Files that declare fuzz functions, skipping directories the go tool ignores
+# (testdata, vendor, and names starting with '.' or '_').
+files=$(grep -rl --include='*_test.go' '^func Fuzz' . 2>/dev/null |
+	grep -Ev '/(testdata|vendor)/|/[._][^/]*/' | sort || true)
+
+if [ -z "$files" ]; then
+	echo "fuzz: no fuzz targets"
+	exit 0
+fi
+
+dirs=$(printf '%s\n' "$files" | xargs -n1 dirname | sort -u)
+
+summary=()
+passed=0
+failed=0
+total_targets=0
+
+for dir in $dirs; do
+	pkg="./${dir#./}"
+	if ! list_out=$("$GO" test -list '^Fuzz' "$pkg" 2>&1); then
+		printf '%s\n' "$list_out"
+		summary+=("FAIL  (go test -list)  $pkg")
+		failed=$((failed + 1))
+		continue
+	fi
+	names=$(printf '%s\n' "$list_out" | grep -E '^Fuzz[A-Za-z0-9_]*$' || true)
+	if [ -z "$names" ]; then
+		echo "fuzz: $pkg: no fuzz targets for $("$GO" env GOOS)/$("$GO" env GOARCH) (build constraints)"
+		continue
+	fi
+	for name in $names; do
+		total_targets=$((total_targets + 1))
+		echo "=== fuzz $name in $pkg for $FUZZTIME"
+		start=$SECONDS
+		cmd=("$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg")
+		if [ -n "$limit" ]; then
+			cmd=(timeout -k 30 "$limit" "${cmd[@]}")
+		fi
+		rc=0
+		"${cmd[@]}" || rc=$?
+		elapsed=$((SECONDS - start))
+		if [ "$rc" -eq 0 ]; then
+			summary+=("PASS  $name  $pkg  (${elapsed}s)")
+			passed=$((passed + 1))
+		elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+			summary+=("FAIL  $name  $pkg  (${elapsed}s, killed after ${limit}s: hung?)")
+			failed=$((failed + 1))
+		else
+			summary+=("FAIL  $name  $pkg  (${elapsed}s, exit $rc; new crashers go to $pkg/testdata/fuzz/$name/)")
+			failed=$((failed + 1))
+		fi
+	done
+done
+
+echo
+echo "fuzz summary (FUZZTIME=$FUZZTIME):"
+if [ "${#summary[@]}" -eq 0 ]; then
+	echo "  no fuzz targets for this platform"
+else
+	printf '  %s\n' "${summary[@]}"
+fi
+if [ "$total_targets" -eq 0 ] && [ "$failed" -eq 0 ]; then
+	echo "fuzz: no fuzz targets"
+	exit 0
+fi
+echo "fuzz: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
