@@ -1,0 +1,456 @@
+package transport
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+// Server is the peer side of tetherd: an http.Handler that accepts tether.v1
+// WebSockets and dials the destinations clients ask for. Mount it at any path of any
+// HTTP server. The zero value works (no token, default policy, the system's dialer and
+// resolver); set the fields before the first request and do not change them after.
+type Server struct {
+	// Token, when not empty, must be presented as "Authorization: Bearer TOKEN"; it is
+	// compared in constant time before the upgrade.
+	Token string
+	// Dial connects to a destination. addr is always "IP:port" (names are resolved
+	// first, and the IP checked by Policy). Default: a net.Dialer that checks Policy
+	// again on the socket's connect address.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ListenPacket opens the socket of a UDP association ("udp", "udp4"). Default:
+	// net.ListenConfig.
+	ListenPacket func(ctx context.Context, network, addr string) (net.PacketConn, error)
+	// LookupNetIP resolves host names. Default: net.DefaultResolver.LookupNetIP.
+	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// Policy decides which destinations may be dialed; nil means the zero Policy.
+	Policy *Policy
+	// DialTimeout bounds each TCP dial. Default 10 s.
+	DialTimeout time.Duration
+	// UDPIdleTimeout ends an association that saw no datagram either way for this
+	// long. Default 2 minutes.
+	UDPIdleTimeout time.Duration
+	// Config sets each session's limits and timers.
+	Config *Config
+	// Logger receives logs: a line per session and per refused stream. Nil discards.
+	Logger *zap.Logger
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	closing  bool
+	wg       sync.WaitGroup // sessions and their relays
+}
+
+func (srv *Server) logger() *zap.Logger {
+	if srv.Logger == nil {
+		return zap.NewNop()
+	}
+	return srv.Logger
+}
+
+// ServeHTTP authenticates the request, negotiates tether.v1 and runs the session until
+// it ends.
+func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := srv.logger()
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Protocol", wire.Subprotocol)
+		w.WriteHeader(http.StatusUpgradeRequired)
+		fmt.Fprintf(w, "tetherd peer: this endpoint speaks %s over WebSocket; connect with 'tetherd up'\n", wire.Subprotocol)
+		return
+	}
+	if !srv.authorized(r) {
+		log.Info("refused session: bad or missing token", zap.String("remote", r.RemoteAddr))
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tetherd"`)
+		http.Error(w, "tetherd: missing or wrong token", http.StatusUnauthorized)
+		return
+	}
+	offered := offeredProtocols(r)
+	if !contains(offered, wire.Subprotocol) {
+		w.Header().Set("Sec-WebSocket-Protocol", wire.Subprotocol)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusUpgradeRequired)
+		fmt.Fprintf(w, "this peer speaks %s; the client offered %s\n", wire.Subprotocol, describe(offered))
+		log.Info("refused session: protocol version mismatch", zap.String("remote", r.RemoteAddr), zap.Strings("offered", offered))
+		return
+	}
+	cfg, err := srv.Config.withDefaults()
+	if err != nil {
+		http.Error(w, "tetherd: server misconfigured", http.StatusInternalServerError)
+		log.Error("bad transport config", zap.Error(err))
+		return
+	}
+	srv.mu.Lock()
+	if srv.closing {
+		srv.mu.Unlock()
+		http.Error(w, "tetherd: shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	srv.wg.Add(1)
+	srv.mu.Unlock()
+	defer srv.wg.Done()
+
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{wire.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		log.Info("refused session: bad upgrade", zap.String("remote", r.RemoteAddr), zap.Error(err))
+		return
+	}
+	slog := log.With(zap.String("remote", r.RemoteAddr))
+	s := newSession(conn, false, cfg, slog)
+	s.onOpen = func(e entry, o wire.Open) { srv.handleOpen(s, e, o) }
+	if !srv.track(s) {
+		s.start()
+		s.close(&SessionError{Reason: "server shutting down"})
+		return
+	}
+	defer srv.untrack(s)
+	start := time.Now()
+	slog.Info("session started")
+	s.start()
+	<-s.done
+	s.close(nil)
+	st := s.Stats()
+	fields := []zap.Field{
+		zap.Duration("duration", time.Since(start).Round(time.Millisecond)),
+		zap.Uint64("bytes_up", st.BytesReceived), zap.Uint64("bytes_down", st.BytesSent),
+		zap.Uint64("streams", st.StreamsTotal),
+	}
+	if err := s.Err(); err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	slog.Info("session ended", fields...)
+}
+
+func (srv *Server) authorized(r *http.Request) bool {
+	if srv.Token == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	// Compare digests so the comparison takes the same time whatever the lengths.
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(srv.Token))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+func offeredProtocols(r *http.Request) []string {
+	var out []string
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(offered []string) string {
+	if len(offered) == 0 {
+		return "no subprotocol"
+	}
+	return strings.Join(offered, ", ")
+}
+
+func (srv *Server) track(s *session) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
+		return false
+	}
+	if srv.sessions == nil {
+		srv.sessions = make(map[*session]struct{})
+	}
+	srv.sessions[s] = struct{}{}
+	return true
+}
+
+func (srv *Server) untrack(s *session) {
+	srv.mu.Lock()
+	delete(srv.sessions, s)
+	srv.mu.Unlock()
+}
+
+// Sessions returns how many sessions are running.
+func (srv *Server) Sessions() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.sessions)
+}
+
+// Shutdown sends GOAWAY on every session, lets open streams finish until ctx is done,
+// then closes what is left and waits for every goroutine the server started. New
+// sessions are refused from the start.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	srv.closing = true
+	list := make([]*session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		list = append(list, s)
+	}
+	srv.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.goAway(ctx, "server shutting down")
+		}()
+	}
+	wg.Wait()
+	srv.wg.Wait()
+	return ctx.Err()
+}
+
+// Close ends every session at once and waits for the server's goroutines.
+func (srv *Server) Close() error {
+	srv.mu.Lock()
+	srv.closing = true
+	list := make([]*session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		list = append(list, s)
+	}
+	srv.mu.Unlock()
+	for _, s := range list {
+		s.shutdown(&SessionError{Reason: "server closed"})
+	}
+	srv.wg.Wait()
+	return nil
+}
+
+// handleOpen runs on the session's reader goroutine; the dial happens elsewhere.
+func (srv *Server) handleOpen(s *session, e entry, o wire.Open) {
+	srv.wg.Add(1)
+	go func() {
+		defer srv.wg.Done()
+		switch v := e.(type) {
+		case *Stream:
+			srv.serveTCP(s, v)
+		case *Association:
+			srv.serveAssoc(s, v)
+		}
+	}()
+}
+
+// reply answers an OPEN.
+func (s *session) reply(id uint32, r wire.Reply) {
+	_ = s.queuePri(func(b []byte) []byte { return wire.AppendReply(b, id, r) })
+}
+
+func (srv *Server) serveTCP(s *session, st *Stream) {
+	log := s.log.With(zap.Uint32("stream", st.sid), zap.String("dst", st.dst.String()))
+	ctx, cancel := context.WithTimeout(s.life, srv.dialTimeout())
+	conn, addr, err := srv.dialTCP(ctx, st.dst)
+	cancel()
+	if err != nil {
+		se := asStreamError(err)
+		log.Info("refused stream", zap.String("proto", "tcp"), zap.Stringer("code", se.Code), zap.String("reason", se.Reason))
+		st.mu.Lock()
+		st.err = se
+		st.mu.Unlock()
+		s.reply(st.sid, wire.Reply{Code: se.Code, Reason: se.Reason})
+		s.openDone()
+		st.removeFromTable()
+		return
+	}
+	s.reply(st.sid, wire.Reply{Code: wire.CodeOK, Addr: addr})
+	s.openDone()
+	relay(st, conn)
+}
+
+// relay copies between a stream and a TCP connection until both directions finished,
+// preserving half-close and turning an abort on either side into one on the other.
+func relay(st *Stream, conn net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // stream → conn
+		defer wg.Done()
+		_, err := st.WriteTo(conn)
+		if err == nil {
+			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+				return
+			}
+		}
+		abort(conn)
+	}()
+	buf := getBuf(32 << 10)
+	_, err := io.CopyBuffer(writerOnly{st}, readerOnly{conn}, *buf)
+	putBuf(buf)
+	switch {
+	case err == nil:
+		_ = st.CloseWrite()
+	case errors.Is(err, syscall.ECONNRESET):
+		st.Reset(wire.CodeConnReset, "destination reset the connection")
+	default:
+		st.Reset(wire.CodeInternal, err.Error())
+	}
+	wg.Wait()
+	_ = st.Close()
+	_ = conn.Close()
+}
+
+// abort closes conn with a TCP RST where possible, so the destination sees an abort,
+// not a clean end.
+func abort(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+type writerOnly struct{ io.Writer }
+type readerOnly struct{ io.Reader }
+
+func (srv *Server) dialTimeout() time.Duration {
+	if srv.DialTimeout > 0 {
+		return srv.DialTimeout
+	}
+	return 10 * time.Second
+}
+
+// resolve returns the addresses of dst that the policy allows, or a *StreamError.
+func (srv *Server) resolve(ctx context.Context, dst wire.Addr) ([]netip.Addr, error) {
+	var ips []netip.Addr
+	if dst.IP.IsValid() {
+		ips = []netip.Addr{dst.IP}
+	} else {
+		lookup := srv.LookupNetIP
+		if lookup == nil {
+			lookup = net.DefaultResolver.LookupNetIP
+		}
+		var err error
+		ips, err = lookup(ctx, "ip", dst.Name)
+		if err != nil {
+			var de *net.DNSError
+			if errors.As(err, &de) && de.IsTimeout {
+				return nil, &StreamError{Code: wire.CodeTimedOut, Reason: "resolving " + dst.Name + " timed out"}
+			}
+			return nil, &StreamError{Code: wire.CodeHostNotFound, Reason: "no address for " + dst.Name}
+		}
+	}
+	var allowed []netip.Addr
+	var firstDenial error
+	for _, ip := range ips {
+		if err := srv.Policy.Check(ip, dst.Port); err != nil {
+			if firstDenial == nil {
+				firstDenial = err
+			}
+			continue
+		}
+		allowed = append(allowed, ip.Unmap())
+	}
+	if len(allowed) == 0 {
+		if firstDenial == nil {
+			return nil, &StreamError{Code: wire.CodeHostNotFound, Reason: "no address for " + dst.String()}
+		}
+		return nil, firstDenial
+	}
+	return allowed, nil
+}
+
+func (srv *Server) dialTCP(ctx context.Context, dst wire.Addr) (net.Conn, wire.Addr, error) {
+	ips, err := srv.resolve(ctx, dst)
+	if err != nil {
+		return nil, wire.Addr{}, err
+	}
+	dial := srv.Dial
+	if dial == nil {
+		d := &net.Dialer{Control: srv.controlPolicy}
+		dial = d.DialContext
+	}
+	var firstErr error
+	for _, ip := range ips {
+		ap := netip.AddrPortFrom(ip, dst.Port)
+		conn, err := dial(ctx, "tcp", ap.String())
+		if err == nil {
+			return conn, wire.AddrFromAddrPort(ap), nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, wire.Addr{}, firstErr
+}
+
+// controlPolicy checks the policy once more on the address a socket is about to connect
+// to, whatever resolved it.
+func (srv *Server) controlPolicy(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return err
+	}
+	return srv.Policy.Check(ap.Addr(), ap.Port())
+}
+
+// asStreamError maps a dial error to the code the client sees.
+func asStreamError(err error) *StreamError {
+	var se *StreamError
+	if errors.As(err, &se) {
+		return se
+	}
+	code := wire.CodeInternal
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		code = wire.CodeRefused
+	case errors.Is(err, syscall.ENETUNREACH):
+		code = wire.CodeNetUnreachable
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		code = wire.CodeHostUnreach
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		code = wire.CodeTimedOut
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		code = wire.CodeDenied
+	case errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.EADDRNOTAVAIL):
+		code = wire.CodeNetUnreachable
+	}
+	reason := err.Error()
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	return &StreamError{Code: code, Reason: reason}
+}
+
+// ServerTLSConfig returns the TLS configuration a peer serves cert with: TLS 1.3 and
+// HTTP/1.1 only (the WebSocket upgrade needs HTTP/1.1).
+func ServerTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS13,
+		NextProtos:   []string{"http/1.1"},
+	}
+}

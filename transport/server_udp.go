@@ -1,0 +1,146 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+func (srv *Server) udpIdleTimeout() time.Duration {
+	if srv.UDPIdleTimeout > 0 {
+		return srv.UDPIdleTimeout
+	}
+	return 2 * time.Minute
+}
+
+// serveAssoc runs a UDP association: one socket on the peer for the association, so
+// replies from any remote come back (endpoint-independent mapping).
+func (srv *Server) serveAssoc(s *session, a *Association) {
+	log := s.log.With(zap.Uint32("stream", a.sid), zap.String("dst", a.dst.String()))
+	refuse := func(se *StreamError) {
+		log.Info("refused stream", zap.Stringer("proto", a.proto), zap.Stringer("code", se.Code), zap.String("reason", se.Reason))
+		a.fail(se)
+		s.reply(a.sid, wire.Reply{Code: se.Code, Reason: se.Reason})
+		s.openDone()
+		a.removeFromTable()
+	}
+	if a.proto != wire.ProtoUDP {
+		refuse(&StreamError{Code: wire.CodeUnsupported, Reason: "ICMP echo is not supported by this peer"})
+		return
+	}
+	// Check the first destination now, so a denied one is refused at open time.
+	if !a.dst.IP.IsUnspecified() || a.dst.Port != 0 {
+		ctx, cancel := context.WithTimeout(s.life, srv.dialTimeout())
+		_, err := srv.resolve(ctx, a.dst)
+		cancel()
+		if err != nil {
+			refuse(asStreamError(err))
+			return
+		}
+	}
+	listen := srv.ListenPacket
+	if listen == nil {
+		var lc net.ListenConfig
+		listen = lc.ListenPacket
+	}
+	network, laddr := "udp", ":0"
+	if a.dst.IP.Is4() {
+		network, laddr = "udp4", "0.0.0.0:0"
+	}
+	pc, err := listen(s.life, network, laddr)
+	if err != nil && network == "udp" {
+		pc, err = listen(s.life, "udp4", "0.0.0.0:0") // no IPv6 on this peer
+	}
+	if err != nil {
+		refuse(asStreamError(err))
+		return
+	}
+	var local wire.Addr
+	if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {
+		local = wire.AddrFromAddrPort(ua.AddrPort())
+	}
+	s.reply(a.sid, wire.Reply{Code: wire.CodeOK, Addr: local})
+	s.openDone()
+
+	var last sync.Mutex
+	lastActive := time.Now()
+	touch := func() {
+		last.Lock()
+		lastActive = time.Now()
+		last.Unlock()
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // socket → client
+		defer wg.Done()
+		defer a.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			_ = pc.SetReadDeadline(time.Now().Add(srv.udpIdleTimeout()))
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					last.Lock()
+					idle := time.Since(lastActive)
+					last.Unlock()
+					if idle < srv.udpIdleTimeout() {
+						continue
+					}
+					log.Debug("association idle; closing")
+				}
+				return
+			}
+			touch()
+			ua, ok := from.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			if a.WriteToAddr(buf[:n], wire.AddrFromAddrPort(ua.AddrPort())) != nil {
+				return
+			}
+		}
+	}()
+	go func() { // client → socket
+		defer wg.Done()
+		defer pc.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, to, err := a.ReadFromAddr(buf)
+			if err != nil {
+				return
+			}
+			touch()
+			ips, err := srv.resolveCached(s.life, to)
+			if err != nil {
+				s.dgramsDropped.Add(1)
+				continue
+			}
+			if _, err := pc.WriteTo(buf[:n], net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0], to.Port))); err != nil {
+				s.dgramsDropped.Add(1)
+			}
+		}
+	}()
+	wg.Wait()
+}
+
+// resolveCached resolves and policy-checks a datagram's destination. IP destinations
+// cost a policy check and nothing else.
+func (srv *Server) resolveCached(ctx context.Context, to wire.Addr) ([]netip.Addr, error) {
+	if to.IP.IsValid() {
+		if err := srv.Policy.Check(to.IP, to.Port); err != nil {
+			return nil, err
+		}
+		return []netip.Addr{to.IP.Unmap()}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.dialTimeout())
+	defer cancel()
+	return srv.resolve(ctx, to)
+}

@@ -1,0 +1,912 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+// A session runs one tether.v1 connection. Two goroutines own the WebSocket: the reader
+// (readLoop) parses every frame and hands it to the stream it belongs to, never
+// blocking on a stream; the writer (writeLoop) sends what streams queued. Streams never
+// touch the WebSocket themselves.
+//
+// Outgoing frames wait in two queues: pri (control frames and datagrams, sent first) and
+// data (DATA frames, bounded by Config.WriteBuffer, in the order they were written). A
+// frame that must follow a stream's data (FIN, and the RESET that Close sends after it)
+// goes in the data queue; everything else goes in pri.
+
+// Stats are a session's counters.
+type Stats struct {
+	BytesSent        uint64 // stream payload bytes sent
+	BytesReceived    uint64 // stream payload bytes received
+	WireBytesSent    uint64 // all frame bytes written to the WebSocket
+	WireBytesRecv    uint64 // all frame bytes read from the WebSocket
+	DgramsSent       uint64
+	DgramsReceived   uint64
+	DgramsDropped    uint64 // datagrams dropped because a queue was full or policy denied them
+	StreamsOpen      int    // TCP streams in the table now
+	AssociationsOpen int    // UDP and ICMP associations in the table now
+	StreamsTotal     uint64 // streams and associations opened since the start
+	RTT              time.Duration
+}
+
+// corker is a connection that can hold back writes and send them together.
+type corker interface {
+	Cork()
+	Flush() error
+}
+
+// entry is what the session's table holds: a TCP stream or an association.
+type entry interface {
+	id() uint32
+	onReply(r wire.Reply)
+	onWindow(inc uint32)
+	onReset(r wire.Reset)
+	// fail ends the entry when the session dies.
+	fail(err error)
+}
+
+type session struct {
+	conn   *websocket.Conn
+	client bool
+	cfg    Config
+	log    *zap.Logger
+	cork   corker // coalesces each round of writes into one (client side); may be nil
+
+	ctx    context.Context // canceled once the WebSocket is closed
+	cancel context.CancelFunc
+	// life is canceled as soon as the session ends; work done for the session (dials)
+	// uses it.
+	life       context.Context
+	lifeCancel context.CancelFunc
+	wg     sync.WaitGroup // readLoop, writeLoop, keepaliveLoop
+	bg     sync.WaitGroup // the close watchdog
+
+	// writer state, guarded by wmu
+	wmu        sync.Mutex
+	pri        []byte
+	data       []byte
+	dgramBytes int
+	space      chan struct{} // closed and replaced when the data queue drains
+	wake       notify
+
+	// stream table, guarded by mu
+	mu            sync.Mutex
+	entries       map[uint32]entry
+	lastID        uint32 // client: last id used; server: highest id opened by the client
+	nStreams      int
+	nAssocs       int
+	pendingOpens  int
+	goingAway     bool // this side sent GOAWAY
+	remoteGoAway  bool // the other side sent GOAWAY
+	goAwayDone    chan struct{}
+	peerSettings  chan struct{} // closed when the other side's SETTINGS arrived
+	peerWindow    uint32
+	peerMaxFrame  uint32
+	peerMaxStream uint32
+
+	windowBudget atomic.Int64 // bytes of stream window granted beyond the initial ones
+
+	// set once when the session ends
+	closeOnce sync.Once
+	done      chan struct{}
+	err       error
+
+	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
+	rtt      atomic.Int64 // smoothed RTT in nanoseconds, 0 until measured
+	pingMu   sync.Mutex
+	pingSent map[[8]byte]time.Time
+	pingWait map[[8]byte]chan time.Duration
+
+	bytesSent, bytesRecv, wireSent, wireRecv atomic.Uint64
+	dgramsSent, dgramsRecv, dgramsDropped    atomic.Uint64
+	streamsTotal                             atomic.Uint64
+
+	// onOpen handles an OPEN on the server side; it must not block.
+	onOpen func(e entry, o wire.Open)
+}
+
+func newSession(conn *websocket.Conn, client bool, cfg Config, log *zap.Logger) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	life, lifeCancel := context.WithCancel(ctx)
+	s := &session{
+		life:          life,
+		lifeCancel:    lifeCancel,
+		conn:          conn,
+		client:        client,
+		cfg:           cfg,
+		log:           log,
+		ctx:           ctx,
+		cancel:        cancel,
+		space:         make(chan struct{}),
+		wake:          newNotify(),
+		entries:       make(map[uint32]entry),
+		peerSettings:  make(chan struct{}),
+		goAwayDone:    make(chan struct{}),
+		done:          make(chan struct{}),
+		pingSent:      make(map[[8]byte]time.Time),
+		pingWait:      make(map[[8]byte]chan time.Duration),
+		peerWindow:    uint32(cfg.InitialWindow),
+		peerMaxFrame:  64 << 10,
+		peerMaxStream: uint32(cfg.MaxStreams),
+	}
+	conn.SetReadLimit(wire.MaxMessage)
+	s.lastRecv.Store(time.Now().UnixNano())
+	s.pri = wire.AppendSettings(s.pri, []wire.Setting{
+		{ID: wire.SettingInitialWindow, Value: uint32(cfg.InitialWindow)},
+		{ID: wire.SettingMaxFrame, Value: uint32(cfg.MaxFrame)},
+		{ID: wire.SettingMaxStreams, Value: uint32(cfg.MaxStreams)},
+	})
+	s.wake.signal()
+	return s
+}
+
+// start launches the session's goroutines. They end when the session ends.
+func (s *session) start() {
+	s.wg.Add(3)
+	go s.readLoop()
+	go s.writeLoop()
+	go s.keepaliveLoop()
+}
+
+// Done returns a channel closed when the session has ended.
+func (s *session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended, nil while it runs or after a clean close.
+func (s *session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// shutdown ends the session with err (nil for a clean close): it fails every entry at
+// once and tells the writer to close the WebSocket — after sending what is queued when
+// the close is clean — with a status and reason derived from err. It never blocks, so
+// any goroutine may call it, any number of times. A watchdog closes the connection
+// hard if the writer cannot finish within closeTimeout.
+func (s *session) shutdown(err error) {
+	s.closeOnce.Do(func() {
+		s.err = err
+		s.mu.Lock()
+		entries := make([]entry, 0, len(s.entries))
+		for _, e := range s.entries {
+			entries = append(entries, e)
+		}
+		s.entries = map[uint32]entry{}
+		s.nStreams, s.nAssocs = 0, 0
+		s.mu.Unlock()
+		close(s.done)
+		s.lifeCancel()
+		serr := error(ErrSessionClosed)
+		if err != nil {
+			serr = err
+		}
+		for _, e := range entries {
+			e.fail(serr)
+		}
+		s.pingMu.Lock()
+		for k, ch := range s.pingWait {
+			close(ch)
+			delete(s.pingWait, k)
+		}
+		s.pingMu.Unlock()
+		s.wake.signal()
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			t := time.NewTimer(closeTimeout)
+			defer t.Stop()
+			select {
+			case <-s.ctx.Done():
+			case <-t.C:
+				s.log.Debug("close handshake did not finish; closing hard")
+				_ = s.conn.CloseNow()
+				s.cancel()
+			}
+		}()
+	})
+}
+
+// closeTimeout bounds how long a session may take to close its WebSocket.
+const closeTimeout = 7 * time.Second
+
+// closeStatus maps the session's error to a WebSocket close status and reason.
+func (s *session) closeStatus() (websocket.StatusCode, string) {
+	code, reason := websocket.StatusNormalClosure, ""
+	var pe *protocolError
+	switch {
+	case errors.As(s.err, &pe):
+		code, reason = websocket.StatusProtocolError, pe.msg
+	case s.err != nil:
+		code, reason = websocket.StatusGoingAway, s.err.Error()
+	}
+	if len(reason) > 120 { // a close reason is at most 123 bytes
+		reason = reason[:120]
+	}
+	return code, reason
+}
+
+// close ends the session and waits for all of its goroutines. It must not be called
+// from the session's own goroutines.
+func (s *session) close(err error) {
+	s.shutdown(err)
+	s.wg.Wait()
+	s.bg.Wait()
+}
+
+// Stats returns the session's counters.
+func (s *session) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{StreamsOpen: s.nStreams, AssociationsOpen: s.nAssocs}
+	s.mu.Unlock()
+	st.BytesSent = s.bytesSent.Load()
+	st.BytesReceived = s.bytesRecv.Load()
+	st.WireBytesSent = s.wireSent.Load()
+	st.WireBytesRecv = s.wireRecv.Load()
+	st.DgramsSent = s.dgramsSent.Load()
+	st.DgramsReceived = s.dgramsRecv.Load()
+	st.DgramsDropped = s.dgramsDropped.Load()
+	st.StreamsTotal = s.streamsTotal.Load()
+	st.RTT = time.Duration(s.rtt.Load())
+	return st
+}
+
+// ---- writing ----
+
+// queuePri appends control frames built by fn to the priority queue. It fails only when
+// the session is over, or when the other side does not read and control frames pile up
+// beyond any sane amount (then the session ends).
+func (s *session) queuePri(fn func([]byte) []byte) error {
+	s.wmu.Lock()
+	select {
+	case <-s.done:
+		s.wmu.Unlock()
+		return ErrSessionClosed
+	default:
+	}
+	s.pri = fn(s.pri)
+	over := len(s.pri)-s.dgramBytes > 4<<20
+	s.wmu.Unlock()
+	if over {
+		s.shutdown(&SessionError{Reason: "peer does not read: more than 4 MiB of control frames queued"})
+		return ErrSessionClosed
+	}
+	s.wake.signal()
+	return nil
+}
+
+// queueDgram appends a DGRAM frame unless the datagram queue is full, in which case the
+// datagram is dropped and counted. It never blocks.
+func (s *session) queueDgram(stream uint32, a wire.Addr, p []byte) error {
+	s.wmu.Lock()
+	select {
+	case <-s.done:
+		s.wmu.Unlock()
+		return ErrSessionClosed
+	default:
+	}
+	size := wire.HeaderLen + a.AddrLen() + len(p)
+	// peerMaxFrame was set by the other side's SETTINGS, which arrive before any
+	// association exists.
+	if s.dgramBytes+size > s.cfg.DgramQueue || size > int(s.peerMaxFrame)+wire.HeaderLen {
+		s.wmu.Unlock()
+		s.dgramsDropped.Add(1)
+		return nil
+	}
+	var err error
+	s.pri, err = wire.AppendDgram(s.pri, stream, a, p)
+	if err == nil {
+		s.dgramBytes += size
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.dgramsSent.Add(1)
+	s.wake.signal()
+	return nil
+}
+
+// queueData appends a DATA frame (and, with reset, a RESET after it) to the data queue,
+// waiting while the queue is full. cancel and expired abort the wait.
+func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset, cancel <-chan struct{}, expired <-chan struct{}) error {
+	need := len(p) + wire.HeaderLen
+	for {
+		s.wmu.Lock()
+		select {
+		case <-s.done:
+			s.wmu.Unlock()
+			return ErrSessionClosed
+		default:
+		}
+		if len(s.data) == 0 || len(s.data)+need <= s.cfg.WriteBuffer {
+			if len(p) > 0 || fin {
+				s.data = wire.AppendDataHeader(s.data, stream, len(p), fin)
+				s.data = append(s.data, p...)
+			}
+			if reset != nil {
+				s.data = wire.AppendReset(s.data, stream, *reset)
+			}
+			s.wmu.Unlock()
+			s.bytesSent.Add(uint64(len(p)))
+			s.wake.signal()
+			return nil
+		}
+		space := s.space
+		s.wmu.Unlock()
+		select {
+		case <-space:
+		case <-cancel:
+			return net.ErrClosed
+		case <-expired:
+			return ErrTimeout
+		case <-s.done:
+			return ErrSessionClosed
+		}
+	}
+}
+
+func (s *session) writeLoop() {
+	defer s.wg.Done()
+	defer s.cancel()
+	var pri, data []byte
+	for {
+		select {
+		case <-s.wake:
+		case <-s.ctx.Done():
+			return
+		}
+		s.wmu.Lock()
+		pri, s.pri = s.pri, pri[:0]
+		data, s.data = s.data, data[:0]
+		s.dgramBytes = 0
+		close(s.space)
+		s.space = make(chan struct{})
+		s.wmu.Unlock()
+		ending := isClosed(s.done)
+		if ending && s.err != nil {
+			pri, data = nil, nil // an aborted session sends nothing more but the close
+		}
+		if s.cork != nil {
+			s.cork.Cork()
+		}
+		err := s.writeFrames(pri)
+		if err == nil {
+			err = s.writeFrames(data)
+		}
+		if s.cork != nil {
+			if ferr := s.cork.Flush(); err == nil {
+				err = ferr
+			}
+		}
+		if err != nil {
+			s.shutdown(&SessionError{Reason: "write", Err: err})
+			_ = s.conn.CloseNow()
+			return
+		}
+		if ending {
+			code, reason := s.closeStatus()
+			_ = s.conn.Close(code, reason)
+			return
+		}
+		// Do not let one burst pin a large buffer for the session's lifetime.
+		if cap(pri) > 1<<20 {
+			pri = nil
+		}
+		if cap(data) > 2*s.cfg.WriteBuffer {
+			data = nil
+		}
+	}
+}
+
+// writeFrames writes whole frames from b as messages of at most wire.MaxMessage bytes.
+func (s *session) writeFrames(b []byte) error {
+	for len(b) > 0 {
+		n := len(b)
+		if n > wire.MaxMessage {
+			// Cut at the last frame boundary that fits.
+			n = 0
+			for n+wire.HeaderLen <= len(b) {
+				l := wire.HeaderLen + int(binary.BigEndian.Uint32(b[n+6:]))
+				if n+l > wire.MaxMessage {
+					break
+				}
+				n += l
+			}
+		}
+		if err := s.conn.Write(s.ctx, websocket.MessageBinary, b[:n]); err != nil {
+			return err
+		}
+		s.wireSent.Add(uint64(n))
+		b = b[n:]
+	}
+	return nil
+}
+
+// ---- reading ----
+
+func (s *session) readLoop() {
+	defer s.wg.Done()
+	err := s.read()
+	if errors.Is(err, io.EOF) || websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+		s.mu.Lock()
+		clean := s.goingAway || s.remoteGoAway || len(s.entries) == 0
+		s.mu.Unlock()
+		if clean {
+			err = nil
+		} else {
+			err = &SessionError{Reason: "peer closed the connection"}
+		}
+	}
+	var pe *protocolError
+	if err != nil && !errors.As(err, &pe) {
+		if _, ok := err.(*SessionError); !ok {
+			err = &SessionError{Reason: "read", Err: err}
+		}
+	}
+	s.shutdown(err)
+}
+
+func (s *session) read() error {
+	br := bufio.NewReaderSize(nil, 32<<10)
+	var hdr [wire.HeaderLen]byte
+	scratch := make([]byte, 0, 2<<10)
+	first := true
+	for {
+		typ, r, err := s.conn.Reader(s.ctx)
+		if err != nil {
+			return err
+		}
+		if typ != websocket.MessageBinary {
+			return protoErrorf("text message received; tether.v1 uses binary messages only")
+		}
+		br.Reset(r)
+		for {
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				if err == io.EOF {
+					break // end of message at a frame boundary
+				}
+				if err == io.ErrUnexpectedEOF {
+					return protoErrorf("message ends inside a frame header")
+				}
+				return err
+			}
+			h, err := wire.ParseHeader(hdr[:], uint32(s.cfg.MaxFrame))
+			if err != nil {
+				return protoErrorf("%v", err)
+			}
+			if first != (h.Type == wire.TypeSettings) {
+				if first {
+					return protoErrorf("first frame is %v, want SETTINGS", h.Type)
+				}
+				return protoErrorf("second SETTINGS frame")
+			}
+			first = false
+			s.wireRecv.Add(uint64(wire.HeaderLen + h.Length))
+			s.lastRecv.Store(time.Now().UnixNano())
+			if h.Type == wire.TypeData {
+				if err := s.readData(br, h); err != nil {
+					return err
+				}
+				continue
+			}
+			if cap(scratch) < int(h.Length) {
+				scratch = make([]byte, h.Length)
+			}
+			p := scratch[:h.Length]
+			if _, err := io.ReadFull(br, p); err != nil {
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return protoErrorf("%v frame on stream %d: message ends inside the payload", h.Type, h.Stream)
+				}
+				return err
+			}
+			if err := s.handle(h, p); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readData reads the payload of a DATA frame straight into a pooled buffer owned by the
+// stream, or discards it when the stream is gone.
+func (s *session) readData(br *bufio.Reader, h wire.Header) error {
+	s.mu.Lock()
+	e, ok := s.entries[h.Stream]
+	known := h.Stream <= s.lastID
+	s.mu.Unlock()
+	st, isStream := e.(*Stream)
+	if !ok || !isStream {
+		if !known {
+			return protoErrorf("DATA on stream %d, which was never opened", h.Stream)
+		}
+		if ok && !isStream {
+			return protoErrorf("DATA on datagram association %d", h.Stream)
+		}
+		if _, err := br.Discard(int(h.Length)); err != nil {
+			return protoErrorf("DATA frame on stream %d: message ends inside the payload", h.Stream)
+		}
+		return nil
+	}
+	var buf *[]byte
+	if h.Length > 0 {
+		buf = getBuf(int(h.Length))
+		if _, err := io.ReadFull(br, *buf); err != nil {
+			putBuf(buf)
+			return protoErrorf("DATA frame on stream %d: message ends inside the payload", h.Stream)
+		}
+		s.bytesRecv.Add(uint64(h.Length))
+	}
+	st.onData(buf, h.Flags&wire.FlagFIN != 0)
+	return nil
+}
+
+// handle processes every frame but DATA.
+func (s *session) handle(h wire.Header, p []byte) error {
+	switch h.Type {
+	case wire.TypeSettings:
+		set, err := wire.ParseSettings(p)
+		if err != nil {
+			return protoErrorf("%v", err)
+		}
+		for _, v := range set {
+			switch v.ID {
+			case wire.SettingInitialWindow:
+				if v.Value < 1024 || v.Value > wire.MaxWindow {
+					return protoErrorf("SETTINGS INITIAL_WINDOW %d out of range", v.Value)
+				}
+				s.peerWindow = v.Value
+			case wire.SettingMaxFrame:
+				if v.Value < 1024 || v.Value > wire.MaxFrameLimit {
+					return protoErrorf("SETTINGS MAX_FRAME %d out of range", v.Value)
+				}
+				s.peerMaxFrame = v.Value
+			case wire.SettingMaxStreams:
+				if v.Value < 1 {
+					return protoErrorf("SETTINGS MAX_STREAMS 0")
+				}
+				s.peerMaxStream = v.Value
+			}
+		}
+		close(s.peerSettings)
+		return nil
+	case wire.TypePing:
+		var data [8]byte
+		copy(data[:], p)
+		if h.Flags&wire.FlagACK == 0 {
+			return s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, true, data) })
+		}
+		s.onPong(data)
+		return nil
+	case wire.TypeGoAway:
+		g, err := wire.ParseGoAway(p)
+		if err != nil {
+			return protoErrorf("%v", err)
+		}
+		s.log.Info("peer is going away", zap.Stringer("code", g.Code), zap.String("reason", g.Reason))
+		s.mu.Lock()
+		s.remoteGoAway = true
+		s.mu.Unlock()
+		s.maybeFinishGoAway()
+		return nil
+	case wire.TypeOpen:
+		return s.handleOpen(h, p)
+	}
+
+	// Frames for a stream.
+	s.mu.Lock()
+	e, ok := s.entries[h.Stream]
+	known := h.Stream <= s.lastID
+	s.mu.Unlock()
+	if !ok {
+		if !known {
+			return protoErrorf("%v on stream %d, which was never opened", h.Type, h.Stream)
+		}
+		return wire.CheckPayload(h, p) // in flight after the stream ended: check, then drop
+	}
+	switch h.Type {
+	case wire.TypeReply:
+		if !s.client {
+			return protoErrorf("REPLY sent by the client")
+		}
+		r, err := wire.ParseReply(p)
+		if err != nil {
+			return protoErrorf("%v", err)
+		}
+		e.onReply(r)
+	case wire.TypeWindow:
+		inc, err := wire.ParseWindow(p)
+		if err != nil {
+			return protoErrorf("%v", err)
+		}
+		e.onWindow(inc)
+	case wire.TypeReset:
+		r, err := wire.ParseReset(p)
+		if err != nil {
+			return protoErrorf("%v", err)
+		}
+		e.onReset(r)
+	case wire.TypeDgram:
+		a, data, err := wire.ParseDgram(p)
+		if err != nil {
+			return protoErrorf("%v", err)
+		}
+		as, ok := e.(*Association)
+		if !ok {
+			return protoErrorf("DGRAM on TCP stream %d", h.Stream)
+		}
+		s.dgramsRecv.Add(1)
+		as.onDgram(a, data)
+	}
+	return nil
+}
+
+func (s *session) handleOpen(h wire.Header, p []byte) error {
+	if s.client {
+		return protoErrorf("OPEN sent by the server")
+	}
+	o, err := wire.ParseOpen(p)
+	var refuse *wire.Reply
+	switch {
+	case errors.Is(err, wire.ErrBadName):
+		refuse = &wire.Reply{Code: wire.CodeProtocol, Reason: "malformed host name"}
+	case errors.Is(err, wire.ErrUnknownProto):
+		refuse = &wire.Reply{Code: wire.CodeUnsupported, Reason: "unknown protocol " + o.Proto.String()}
+	case err != nil:
+		return protoErrorf("%v", err)
+	}
+	s.mu.Lock()
+	if h.Stream <= s.lastID {
+		last := s.lastID
+		s.mu.Unlock()
+		return protoErrorf("OPEN stream %d after stream %d: ids must increase", h.Stream, last)
+	}
+	s.lastID = h.Stream
+	switch {
+	case refuse != nil:
+	case s.goingAway:
+		refuse = &wire.Reply{Code: wire.CodeGoingAway, Reason: "server is shutting down"}
+	case s.nStreams+s.nAssocs >= s.cfg.MaxStreams:
+		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many streams (limit %d)", s.cfg.MaxStreams)}
+	case s.pendingOpens >= s.cfg.MaxPendingOpens:
+		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many opens in progress (limit %d)", s.cfg.MaxPendingOpens)}
+	case s.onOpen == nil:
+		refuse = &wire.Reply{Code: wire.CodeUnsupported, Reason: "this side accepts no streams"}
+	}
+	if refuse != nil {
+		s.mu.Unlock()
+		r := *refuse
+		return s.queuePri(func(b []byte) []byte { return wire.AppendReply(b, h.Stream, r) })
+	}
+	var e entry
+	if o.Proto == wire.ProtoTCP {
+		e = newStream(s, h.Stream, o.Dst)
+		s.nStreams++
+	} else {
+		e = newAssociation(s, h.Stream, o.Proto, o.Dst)
+		s.nAssocs++
+	}
+	s.entries[h.Stream] = e
+	s.pendingOpens++
+	s.mu.Unlock()
+	s.streamsTotal.Add(1)
+	s.onOpen(e, o)
+	return nil
+}
+
+// openDone is called by the server once an OPEN was answered.
+func (s *session) openDone() {
+	s.mu.Lock()
+	s.pendingOpens--
+	s.mu.Unlock()
+}
+
+// register adds a client-side entry under a new id. It fails when the session ended,
+// is going away, or holds as many streams as the server allows.
+func (s *session) register(mk func(id uint32) entry, tcp bool) (entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil, ErrSessionClosed
+	default:
+	}
+	if s.goingAway || s.remoteGoAway {
+		return nil, ErrGoingAway
+	}
+	if s.nStreams+s.nAssocs >= int(s.peerMaxStream) {
+		return nil, &StreamError{Code: wire.CodeLimit, Reason: fmt.Sprintf("peer allows %d streams", s.peerMaxStream), Open: true}
+	}
+	if s.lastID == 1<<32-1 {
+		return nil, ErrGoingAway // ids exhausted: a new session is needed
+	}
+	s.lastID++
+	e := mk(s.lastID)
+	s.entries[s.lastID] = e
+	if tcp {
+		s.nStreams++
+	} else {
+		s.nAssocs++
+	}
+	s.streamsTotal.Add(1)
+	return e, nil
+}
+
+// remove deletes an entry from the table (idempotent) and returns the window it held
+// beyond the initial one to the session budget.
+func (s *session) remove(e entry, extraWindow int64) {
+	s.mu.Lock()
+	if cur, ok := s.entries[e.id()]; ok && cur == e {
+		delete(s.entries, e.id())
+		if _, ok := e.(*Stream); ok {
+			s.nStreams--
+		} else {
+			s.nAssocs--
+		}
+	}
+	s.mu.Unlock()
+	if extraWindow > 0 {
+		s.windowBudget.Add(-extraWindow)
+	}
+	s.maybeFinishGoAway()
+}
+
+// ---- liveness ----
+
+func (s *session) keepaliveLoop() {
+	defer s.wg.Done()
+	if s.cfg.KeepAlive <= 0 {
+		select {
+		case <-s.ctx.Done():
+		case <-s.done:
+		}
+		return
+	}
+	t := time.NewTicker(s.cfg.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.done:
+			return
+		case now := <-t.C:
+			silent := now.Sub(time.Unix(0, s.lastRecv.Load()))
+			if silent > s.cfg.KeepAliveTimeout {
+				s.shutdown(&SessionError{Reason: fmt.Sprintf("keepalive: nothing received for %v", silent.Round(time.Millisecond))})
+				return
+			}
+			_, _ = s.sendPing()
+		}
+	}
+}
+
+// sendPing queues a PING and returns its key.
+func (s *session) sendPing() ([8]byte, error) {
+	var key [8]byte
+	_, _ = rand.Read(key[:])
+	s.pingMu.Lock()
+	if len(s.pingSent) > 64 { // answers that never came; forget them
+		clear(s.pingSent)
+	}
+	s.pingSent[key] = time.Now()
+	s.pingMu.Unlock()
+	return key, s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, false, key) })
+}
+
+func (s *session) onPong(key [8]byte) {
+	s.pingMu.Lock()
+	sent, ok := s.pingSent[key]
+	delete(s.pingSent, key)
+	ch := s.pingWait[key]
+	delete(s.pingWait, key)
+	s.pingMu.Unlock()
+	if !ok {
+		return
+	}
+	rtt := time.Since(sent)
+	if old := s.rtt.Load(); old == 0 {
+		s.rtt.Store(int64(rtt))
+	} else {
+		s.rtt.Store(old - old/8 + int64(rtt)/8)
+	}
+	if ch != nil {
+		ch <- rtt
+	}
+}
+
+// Ping measures one round trip.
+func (s *session) Ping(ctx context.Context) (time.Duration, error) {
+	ch := make(chan time.Duration, 1)
+	var key [8]byte
+	_, _ = rand.Read(key[:])
+	s.pingMu.Lock()
+	s.pingSent[key] = time.Now()
+	s.pingWait[key] = ch
+	s.pingMu.Unlock()
+	if err := s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, false, key) }); err != nil {
+		return 0, err
+	}
+	select {
+	case rtt, ok := <-ch:
+		if !ok {
+			return 0, ErrSessionClosed
+		}
+		return rtt, nil
+	case <-ctx.Done():
+		s.pingMu.Lock()
+		delete(s.pingWait, key)
+		s.pingMu.Unlock()
+		return 0, ctx.Err()
+	case <-s.done:
+		return 0, ErrSessionClosed
+	}
+}
+
+// rttOrDefault is the smoothed RTT, or 1 ms before the first measurement.
+func (s *session) rttOrDefault() time.Duration {
+	if r := s.rtt.Load(); r > 0 {
+		return time.Duration(r)
+	}
+	return time.Millisecond
+}
+
+// ---- graceful shutdown ----
+
+// goAway sends GOAWAY, refuses new streams, and waits until every stream has finished
+// or ctx is done; then it closes the session.
+func (s *session) goAway(ctx context.Context, reason string) error {
+	s.mu.Lock()
+	already := s.goingAway
+	s.goingAway = true
+	last := s.lastID
+	s.mu.Unlock()
+	if !already {
+		g := wire.GoAway{LastStream: last, Code: wire.CodeGoingAway, Reason: reason}
+		if err := s.queuePri(func(b []byte) []byte { return wire.AppendGoAway(b, g) }); err != nil {
+			return err
+		}
+	}
+	s.maybeFinishGoAway()
+	select {
+	case <-s.goAwayDone:
+		s.close(nil)
+		return nil
+	case <-s.done:
+		s.close(nil)
+		return s.Err()
+	case <-ctx.Done():
+		s.close(&SessionError{Reason: "shutdown deadline passed with streams still open"})
+		return ctx.Err()
+	}
+}
+
+func (s *session) maybeFinishGoAway() {
+	s.mu.Lock()
+	finished := (s.goingAway || s.remoteGoAway) && len(s.entries) == 0 && !isClosed(s.goAwayDone)
+	closeNow := finished && s.remoteGoAway && !s.goingAway
+	if finished {
+		close(s.goAwayDone)
+	}
+	s.mu.Unlock()
+	if closeNow {
+		// The other side asked to go away and nothing is left: close cleanly.
+		s.shutdown(nil)
+	}
+}
