@@ -3,8 +3,8 @@ package transport
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"

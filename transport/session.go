@@ -73,8 +73,8 @@ type session struct {
 	// uses it.
 	life       context.Context
 	lifeCancel context.CancelFunc
-	wg     sync.WaitGroup // readLoop, writeLoop, keepaliveLoop
-	bg     sync.WaitGroup // the close watchdog
+	wg         sync.WaitGroup // readLoop, writeLoop, keepaliveLoop
+	bg         sync.WaitGroup // the close watchdog
 
 	// writer state, guarded by wmu
 	wmu        sync.Mutex
