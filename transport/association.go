@@ -24,15 +24,13 @@ type Association struct {
 	proto wire.Proto
 	dst   wire.Addr
 
-	mu       sync.Mutex
-	queue    []dgram
-	dropped  uint64
-	err      error
-	closed   bool
-	removed  bool
-	opened   chan struct{}
-	openErr  error
-	local    wire.Addr
+	mu      sync.Mutex
+	queue   []dgram
+	dropped uint64
+	err     error
+	closed  bool
+	removed bool
+	openState
 	readable notify
 	closeCh  chan struct{}
 	rd       *deadline
@@ -47,14 +45,14 @@ var _ net.PacketConn = (*Association)(nil)
 
 func newAssociation(s *session, id uint32, proto wire.Proto, dst wire.Addr) *Association {
 	return &Association{
-		s:        s,
-		sid:      id,
-		proto:    proto,
-		dst:      dst,
-		opened:   make(chan struct{}),
-		readable: newNotify(),
-		closeCh:  make(chan struct{}),
-		rd:       newDeadline(),
+		s:         s,
+		sid:       id,
+		proto:     proto,
+		dst:       dst,
+		openState: openState{opened: make(chan struct{})},
+		readable:  newNotify(),
+		closeCh:   make(chan struct{}),
+		rd:        newDeadline(),
 	}
 }
 
@@ -89,20 +87,14 @@ func (a *Association) onDgram(from wire.Addr, data []byte) {
 
 func (a *Association) onReply(r wire.Reply) {
 	a.mu.Lock()
-	if isClosed(a.opened) {
-		a.mu.Unlock()
-		a.s.shutdown(protoErrorf("second REPLY on association %d", a.sid))
-		return
+	dup, err := a.settle(r)
+	if err != nil {
+		a.err = err
 	}
-	if r.Code != wire.CodeOK {
-		a.openErr = &StreamError{Code: r.Code, Reason: r.Reason, Remote: true, Open: true}
-		a.err = a.openErr
-	} else {
-		a.local = r.Addr
-	}
-	close(a.opened)
 	a.mu.Unlock()
-	if r.Code != wire.CodeOK {
+	if dup {
+		a.s.shutdown(protoErrorf("second REPLY on association %d", a.sid))
+	} else if err != nil {
 		a.removeFromTable()
 	}
 }
@@ -121,10 +113,7 @@ func (a *Association) fail(err error) {
 	if a.err == nil {
 		a.err = err
 	}
-	if !isClosed(a.opened) {
-		a.openErr = err
-		close(a.opened)
-	}
+	a.failOpen(err)
 	a.mu.Unlock()
 	a.readable.signal()
 }

@@ -213,13 +213,7 @@ func (srv *Server) Sessions() int {
 // then closes what is left and waits for every goroutine the server started. New
 // sessions are refused from the start.
 func (srv *Server) Shutdown(ctx context.Context) error {
-	srv.mu.Lock()
-	srv.closing = true
-	list := make([]*session, 0, len(srv.sessions))
-	for s := range srv.sessions {
-		list = append(list, s)
-	}
-	srv.mu.Unlock()
+	list := srv.stopAccepting()
 	var wg sync.WaitGroup
 	for _, s := range list {
 		wg.Add(1)
@@ -233,15 +227,21 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Close ends every session at once and waits for the server's goroutines.
-func (srv *Server) Close() error {
+// stopAccepting refuses new sessions from now on and returns the running ones.
+func (srv *Server) stopAccepting() []*session {
 	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	srv.closing = true
 	list := make([]*session, 0, len(srv.sessions))
 	for s := range srv.sessions {
 		list = append(list, s)
 	}
-	srv.mu.Unlock()
+	return list
+}
+
+// Close ends every session at once and waits for the server's goroutines.
+func (srv *Server) Close() error {
+	list := srv.stopAccepting()
 	for _, s := range list {
 		s.shutdown(&SessionError{Reason: "server closed"})
 	}

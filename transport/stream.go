@@ -20,10 +20,9 @@ import (
 // directions). Its methods are safe for concurrent use; concurrent Writes are
 // serialized.
 type Stream struct {
-	s     *session
-	sid   uint32
-	dst   wire.Addr
-	local wire.Addr // the address the peer connected to (client) or requested (server)
+	s   *session
+	sid uint32
+	dst wire.Addr
 
 	wmu sync.Mutex // serializes Write, CloseWrite and the FIN of Close
 
@@ -47,8 +46,7 @@ type Stream struct {
 	resetRecv bool
 	closed    bool
 	removed   bool
-	opened    chan struct{} // closed when REPLY arrived or the open failed (client)
-	openErr   error
+	openState
 
 	readable notify
 	writable notify
@@ -67,7 +65,7 @@ func newStream(s *session, id uint32, dst wire.Addr) *Stream {
 		recvCredit: s.cfg.InitialWindow,
 		lastUpdate: time.Now(),
 		sendCredit: int64(s.peerWindow),
-		opened:     make(chan struct{}),
+		openState:  openState{opened: make(chan struct{})},
 		readable:   newNotify(),
 		writable:   newNotify(),
 		closeCh:    make(chan struct{}),
@@ -132,20 +130,14 @@ func (st *Stream) onData(buf *[]byte, fin bool) {
 
 func (st *Stream) onReply(r wire.Reply) {
 	st.mu.Lock()
-	if isClosed(st.opened) {
-		st.mu.Unlock()
-		st.s.shutdown(protoErrorf("second REPLY on stream %d", st.sid))
-		return
+	dup, err := st.settle(r)
+	if err != nil {
+		st.err = err
 	}
-	if r.Code != wire.CodeOK {
-		st.openErr = &StreamError{Code: r.Code, Reason: r.Reason, Remote: true, Open: true}
-		st.err = st.openErr
-	} else {
-		st.local = r.Addr
-	}
-	close(st.opened)
 	st.mu.Unlock()
-	if r.Code != wire.CodeOK {
+	if dup {
+		st.s.shutdown(protoErrorf("second REPLY on stream %d", st.sid))
+	} else if err != nil {
 		st.removeFromTable()
 	}
 }
@@ -172,10 +164,7 @@ func (st *Stream) onReset(r wire.Reset) {
 	if st.err == nil {
 		st.err = &StreamError{Code: r.Code, Reason: r.Reason, Remote: true}
 	}
-	if !isClosed(st.opened) {
-		st.openErr = &StreamError{Code: r.Code, Reason: r.Reason, Remote: true, Open: true}
-		close(st.opened)
-	}
+	st.failOpen(&StreamError{Code: r.Code, Reason: r.Reason, Remote: true, Open: true})
 	st.mu.Unlock()
 	st.readable.signal()
 	st.writable.signal()
@@ -187,10 +176,7 @@ func (st *Stream) fail(err error) {
 	if st.err == nil {
 		st.err = err
 	}
-	if !isClosed(st.opened) {
-		st.openErr = err
-		close(st.opened)
-	}
+	st.failOpen(err)
 	st.removed = true
 	st.mu.Unlock()
 	st.readable.signal()
@@ -536,6 +522,38 @@ func (st *Stream) SetReadDeadline(t time.Time) error { st.rd.set(t); return nil 
 
 // SetWriteDeadline sets the deadline for Write.
 func (st *Stream) SetWriteDeadline(t time.Time) error { st.wd.set(t); return nil }
+
+// openState is the client's view of an OPEN waiting for its REPLY. It is guarded by
+// the mutex of the stream or association that embeds it.
+type openState struct {
+	opened  chan struct{} // closed when the REPLY arrived or the open failed
+	openErr error
+	local   wire.Addr // the address the peer connected to, from REPLY OK
+}
+
+// settle records a REPLY. dup reports a second REPLY (a protocol error); err is the
+// error the entry ends with when the peer refused the open.
+func (o *openState) settle(r wire.Reply) (dup bool, err error) {
+	if isClosed(o.opened) {
+		return true, nil
+	}
+	if r.Code != wire.CodeOK {
+		o.openErr = &StreamError{Code: r.Code, Reason: r.Reason, Remote: true, Open: true}
+		err = o.openErr
+	} else {
+		o.local = r.Addr
+	}
+	close(o.opened)
+	return false, err
+}
+
+// failOpen ends a pending open with err; it does nothing once the open settled.
+func (o *openState) failOpen(err error) {
+	if !isClosed(o.opened) {
+		o.openErr = err
+		close(o.opened)
+	}
+}
 
 // streamAddr is a wire.Addr as a net.Addr.
 type streamAddr struct{ a wire.Addr }
