@@ -1,0 +1,99 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+
+	"go.uber.org/zap"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// handleTCP runs for every new SYN (gVisor's forwarder starts it in a goroutine of its
+// own and limits how many run at once). The destination is dialed first; only when
+// that worked does the application's handshake complete.
+func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	src := netip.AddrPortFrom(addrFrom(id.RemoteAddress), id.RemotePort)
+	dst := netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort)
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+	conn, err := s.handler.DialTCP(ctx, src, dst)
+	cancel()
+	if err != nil {
+		s.tcpRefused.Add(1)
+		s.log.Debug("tcp dial failed", zap.Stringer("src", src), zap.Stringer("dst", dst), zap.Error(err))
+		r.Complete(true) // RST: the application sees ECONNREFUSED at once
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		// The application gave up meanwhile (or the stack is closing).
+		r.Complete(true)
+		abortConn(conn)
+		return
+	}
+	r.Complete(false)
+	s.tcpTotal.Add(1)
+	local := gonet.NewTCPConn(&wq, ep)
+	if !s.goFlow(func() { s.relayTCP(local, ep, conn) }) {
+		ep.Abort()
+		abortConn(conn)
+	}
+}
+
+// relayTCP copies both ways until both directions finished: a FIN is passed on as a
+// half-close, a reset as a reset.
+func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, remote net.Conn) {
+	s.tcpActive.Add(1)
+	defer s.tcpActive.Add(-1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // remote → application
+		defer wg.Done()
+		_, err := io.Copy(local, remote) // uses remote's WriteTo when it has one
+		if err == nil {
+			_ = local.CloseWrite()
+			return
+		}
+		ep.Abort() // RST to the application: truncation must not look like success
+	}()
+	buf := bufPool.Get().(*[]byte)
+	_, err := io.CopyBuffer(writerOnly{remote}, readerOnly{local}, *buf)
+	bufPool.Put(buf)
+	if err == nil {
+		if cw, ok := remote.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	} else {
+		abortConn(remote)
+	}
+	wg.Wait()
+	_ = local.Close()
+	_ = remote.Close()
+}
+
+// abortConn resets conn if it can, else closes it.
+func abortConn(c net.Conn) {
+	if a, ok := c.(interface{ Abort() }); ok {
+		a.Abort()
+	}
+	_ = c.Close()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+type writerOnly struct{ io.Writer }
+type readerOnly struct{ io.Reader }
+
+// isTimeout reports a dial that ran out of time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
