@@ -42,6 +42,9 @@ type Server struct {
 	LookupNetIP func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	// Policy decides which destinations may be dialed; nil means the zero Policy.
 	Policy *Policy
+	// DNSServers are the resolvers behind wire.ResolverName; default: the
+	// nameservers of the peer's resolv.conf.
+	DNSServers []netip.AddrPort
 	// DialTimeout bounds each TCP dial. Default 10 s.
 	DialTimeout time.Duration
 	// UDPIdleTimeout ends an association that saw no datagram either way for this
@@ -381,6 +384,9 @@ func (srv *Server) resolve(ctx context.Context, dst wire.Addr) ([]netip.Addr, er
 }
 
 func (srv *Server) dialTCP(ctx context.Context, dst wire.Addr) (net.Conn, wire.Addr, error) {
+	if isResolver(dst) {
+		return srv.dialResolver(ctx)
+	}
 	ips, err := srv.resolve(ctx, dst)
 	if err != nil {
 		return nil, wire.Addr{}, err

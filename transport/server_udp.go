@@ -35,8 +35,14 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 		refuse(&StreamError{Code: wire.CodeUnsupported, Reason: "ICMP echo is not supported by this peer"})
 		return
 	}
-	// Check the first destination now, so a denied one is refused at open time.
-	if !a.dst.IP.IsUnspecified() || a.dst.Port != 0 {
+	var resolvers []netip.AddrPort
+	if isResolver(a.dst) {
+		if resolvers = srv.resolverAddrs(); len(resolvers) == 0 {
+			refuse(&StreamError{Code: wire.CodeHostNotFound, Reason: "the peer knows no DNS resolver (set serve.dns_servers)"})
+			return
+		}
+	} else if !a.dst.IP.IsUnspecified() || a.dst.Port != 0 {
+		// Check the first destination now, so a denied one is refused at open time.
 		ctx, cancel := context.WithTimeout(s.life, srv.dialTimeout())
 		_, err := srv.resolve(ctx, a.dst)
 		cancel()
@@ -51,7 +57,7 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 		listen = lc.ListenPacket
 	}
 	network, laddr := "udp", ":0"
-	if a.dst.IP.Is4() {
+	if a.dst.IP.Is4() || (len(resolvers) > 0 && resolvers[0].Addr().Is4()) {
 		network, laddr = "udp4", "0.0.0.0:0"
 	}
 	pc, err := listen(s.life, network, laddr)
@@ -103,7 +109,11 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 			if !ok {
 				continue
 			}
-			if a.WriteToAddr(buf[:n], wire.AddrFromAddrPort(ua.AddrPort())) != nil {
+			src := wire.AddrFromAddrPort(ua.AddrPort())
+			if len(resolvers) > 0 {
+				src = wire.Addr{Name: wire.ResolverName, Port: 53}
+			}
+			if a.WriteToAddr(buf[:n], src) != nil {
 				return
 			}
 		}
@@ -118,7 +128,16 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 				return
 			}
 			touch()
-			ips, err := srv.resolveCached(s.life, to)
+			if len(resolvers) > 0 {
+				if isResolver(to) {
+					_, err = pc.WriteTo(buf[:n], net.UDPAddrFromAddrPort(resolvers[0]))
+				}
+				if err != nil || !isResolver(to) {
+					s.dgramsDropped.Add(1) // a resolver association carries DNS to the resolver only
+				}
+				continue
+			}
+			ips, err := srv.datagramDst(s.life, to)
 			if err != nil {
 				s.dgramsDropped.Add(1)
 				continue
@@ -131,9 +150,9 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 	wg.Wait()
 }
 
-// resolveCached resolves and policy-checks a datagram's destination. IP destinations
+// datagramDst resolves and policy-checks a datagram's destination. IP destinations
 // cost a policy check and nothing else.
-func (srv *Server) resolveCached(ctx context.Context, to wire.Addr) ([]netip.Addr, error) {
+func (srv *Server) datagramDst(ctx context.Context, to wire.Addr) ([]netip.Addr, error) {
 	if to.IP.IsValid() {
 		if err := srv.Policy.Check(to.IP, to.Port); err != nil {
 			return nil, err

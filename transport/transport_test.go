@@ -712,3 +712,60 @@ func TestPinnedTLS(t *testing.T) {
 		t.Fatalf("wrong pin: %v", err)
 	}
 }
+
+// TestPeerResolver: the well-known resolver name reaches the peer's own DNS servers,
+// over UDP and TCP, even where the policy would refuse their addresses (loopback here).
+func TestPeerResolver(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("answer:"), buf[:n]...), from)
+		}
+	}()
+	udpAddr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	tcpDst := listen(t, echo)
+	h := newHarness(t, func(s *Server) {
+		s.Policy = nil // loopback denied for ordinary destinations
+		s.DNSServers = []netip.AddrPort{udpAddr}
+	})
+	s := h.dial(nil)
+	resolver := wire.Addr{Name: wire.ResolverName, Port: 53}
+	a, err := s.OpenUDP(ctxT(t), resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.WriteToAddr([]byte("query"), resolver); err != nil {
+		t.Fatal(err)
+	}
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	n, from, err := a.ReadFromAddr(buf)
+	if err != nil || string(buf[:n]) != "answer:query" || from != resolver {
+		t.Fatalf("got %q from %v, %v", buf[:n], from, err)
+	}
+	// TCP to the resolver: point the server at the TCP echo's address.
+	h.srv.DNSServers = []netip.AddrPort{tcpDst.AddrPort()}
+	st, err := s.OpenTCP(ctxT(t), resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("tcpq"))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(st, got); err != nil || string(got) != "tcpq" {
+		t.Fatalf("tcp resolver: %q %v", got, err)
+	}
+	st.Close()
+	if got := parseResolvConf([]byte("# x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch x\n")); len(got) != 2 || got[0].String() != "192.0.2.53:53" || got[1].String() != "[fe80::1]:53" {
+		t.Errorf("parseResolvConf: %v", got)
+	}
+}

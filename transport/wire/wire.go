@@ -72,6 +72,12 @@ const (
 	SettingMaxStreams    uint16 = 3
 )
 
+// ResolverName is the destination name that means "the peer's own DNS resolver": a
+// UDP association or TCP stream to ResolverName port 53 carries DNS messages to the
+// servers the peer itself uses (its resolv.conf, or its configuration). The .invalid
+// top-level domain (RFC 6761) guarantees the name never resolves to anything else.
+const ResolverName = "dns.tether.invalid"
+
 // Proto is the protocol of a stream, as an IP protocol number.
 type Proto uint8
 
