@@ -25,6 +25,23 @@ import (
 // Config is the whole tetherd configuration, as read from a YAML file by LoadConfig.
 // Every section is optional; a missing key keeps its value from DefaultConfig.
 type Config struct {
+	// Peer is the peer's URI for `tetherd up`, as printed by `tetherd serve`:
+	// tether://HOST:PORT?token=…&pin=sha256:…, or a ws:// or wss:// URL.
+	Peer string `yaml:"peer"`
+	// Token overrides the token of the peer URI.
+	Token string `yaml:"token"`
+	// TokenFile is a file holding the token (mode 0600); mutually exclusive with
+	// Token. A relative path is relative to the configuration file's directory.
+	TokenFile string `yaml:"token_file"`
+	// TUN configures the tunnel device of `tetherd up`.
+	TUN TUNConfig `yaml:"tun"`
+	// Routes says what goes into the tunnel.
+	Routes RoutesConfig `yaml:"routes"`
+	// DNS says how names are resolved while the tunnel is up.
+	DNS DNSConfig `yaml:"dns"`
+	// JournalDir is where `tetherd up` records what it changed, so that `tetherd
+	// down` can restore it after a crash. Default /run/tetherd.
+	JournalDir string `yaml:"journal_dir"`
 	// Serve configures the peer side, `tetherd serve`.
 	Serve ServeConfig `yaml:"serve"`
 	// Log configures logging, for every command.
@@ -140,6 +157,10 @@ const (
 // documented in config.yaml.
 func DefaultConfig() *Config {
 	return &Config{
+		TUN:        defaultTUN(),
+		Routes:     RoutesConfig{LANBypass: true},
+		DNS:        defaultDNS(),
+		JournalDir: "/run/tetherd",
 		Serve: ServeConfig{
 			Listen:         "0.0.0.0:8443",
 			Path:           "/tether",
@@ -180,8 +201,10 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tf := cfg.Serve.TokenFile; tf != "" && !filepath.IsAbs(tf) && !strings.HasPrefix(tf, "~/") {
-		cfg.Serve.TokenFile = filepath.Join(filepath.Dir(path), tf)
+	for _, tf := range []*string{&cfg.Serve.TokenFile, &cfg.TokenFile} {
+		if *tf != "" && !filepath.IsAbs(*tf) && !strings.HasPrefix(*tf, "~/") {
+			*tf = filepath.Join(filepath.Dir(path), *tf)
+		}
 	}
 	return cfg, nil
 }
@@ -223,6 +246,7 @@ func parseConfig(data []byte, file string) (*Config, error) {
 // each with the key it is about (LoadConfig adds file names and line numbers).
 func (c *Config) Validate() error {
 	var ps problems
+	c.validateClient(&ps)
 	c.Serve.validate(&ps)
 	c.Log.validate(&ps)
 	c.Limits.check(&ps)

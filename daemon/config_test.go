@@ -161,7 +161,7 @@ func TestLoadConfigBad(t *testing.T) {
 		{"unknown top-level key", "serve: {}\nserver:\n  listen: x\n",
 			[]string{`c.yaml:2: server: unknown key "server"; did you mean "serve"?`}},
 		{"unknown key, no suggestion", "foo: 1\n",
-			[]string{`c.yaml:1: foo: unknown key "foo"; known keys here: serve, log, limits`}},
+			[]string{`c.yaml:1: foo: unknown key "foo"; known keys here: peer, token, token_file, tun, routes, dns, journal_dir, serve, log, limits`}},
 		{"unknown nested key", "serve:\n  policy:\n    allow_loopbak: true\n",
 			[]string{`c.yaml:3: serve.policy.allow_loopbak: unknown key "allow_loopbak"; did you mean "allow_loopback"?`}},
 		{"wrong type bool", "serve:\n  insecure_plaintext: maybe\n",

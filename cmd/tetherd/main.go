@@ -33,6 +33,8 @@ type command struct {
 // commands returns the subcommands in the order usage lists them.
 func commands() []command {
 	return []command{
+		{"up", "bring the tunnel up: route all traffic through the peer (root)", runUp},
+		{"down", "restore routes and DNS after a 'tetherd up' that crashed", runDown},
 		{"serve", "run the peer: share this machine's network with tetherd clients", runServe},
 		{"version", "print the version", runVersion},
 	}

@@ -1,0 +1,131 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tetherd/tetherd/daemon"
+	"github.com/tetherd/tetherd/platform/linux"
+	"github.com/tetherd/tetherd/transport"
+)
+
+func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettings, log *zap.Logger) (err error) {
+	if err := linux.CheckPrivileges(linux.DefaultTUNDevice); err != nil {
+		return err
+	}
+	peer, err := transport.ParsePeerURI(cfg.Peer)
+	if err != nil {
+		return err
+	}
+	token := cfg.Token
+	if cfg.TokenFile != "" {
+		if token, err = daemon.ReadTokenFile(cfg.TokenFile); err != nil {
+			return err
+		}
+	}
+	limits, err := cfg.Limits.Transport()
+	if err != nil {
+		return err
+	}
+	// The peer's own addresses stay outside the tunnel (resolved now, before DNS is
+	// pointed at the tunnel): its replies then pass reverse-path filtering, and a
+	// peer on a routed network is reached directly.
+	exclude, err := peerPrefixes(ctx, peer.URL)
+	if err != nil {
+		return err
+	}
+	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
+	if err != nil {
+		return fmt.Errorf("create TUN %s: %w", cfg.TUN.Name, err)
+	}
+	name, err := dev.Name()
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	router, err := linux.Up(linux.Config{
+		TUN:        name,
+		MTU:        cfg.TUN.MTU,
+		Addrs:      cs.TUNAddrs,
+		Include:    cs.Include,
+		Exclude:    append(cs.Exclude, exclude...),
+		LANBypass:  cfg.Routes.LANBypass,
+		DNS:        cs.DNSServers,
+		DNSMode:    cfg.DNS.Mode,
+		JournalDir: cfg.JournalDir,
+	}, linux.Options{Logger: log.Named("router")})
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	defer func() {
+		if cerr := router.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	client, err := daemon.NewClient(daemon.ClientOptions{
+		TUN: dev,
+		Dial: func(ctx context.Context) (*transport.Session, error) {
+			return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
+				Token:   token,
+				Control: linux.Control(linux.DefaultFwMark),
+				Config:  limits,
+				Logger:  log.Named("transport"),
+			})
+		},
+		DNS:       cs.DNSServers,
+		HijackDNS: cfg.DNS.Hijack,
+		Logger:    log,
+	})
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	err = client.Run(ctx, func() {
+		log.Info("tunnel is up", zap.String("peer", peer.Redacted()), zap.String("tun", name))
+	})
+	if err == nil {
+		log.Info("shutting down: restoring routes and DNS")
+	}
+	return err
+}
+
+// peerPrefixes returns the addresses of the peer URL's host as host prefixes.
+func peerPrefixes(ctx context.Context, rawURL string) ([]netip.Prefix, error) {
+	host := rawURL
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if i := strings.IndexAny(host, "/?"); i >= 0 {
+		host = host[:i]
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Prefix{netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())}, nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the peer %s: %w", host, err)
+	}
+	var out []netip.Prefix
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
+}
+
+func down(dir string) ([]string, error) {
+	return linux.Down(dir, linux.Options{})
+}

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"runtime"
+
+	"go.uber.org/zap"
+
+	"github.com/tetherd/tetherd/daemon"
+)
+
+var errUnsupported = errors.New("tetherd up is not supported on " + runtime.GOOS + " yet (see the macOS issue); tetherd serve works")
+
+func up(context.Context, *cli, *daemon.Config, *daemon.ClientSettings, *zap.Logger) error {
+	return errUnsupported
+}
+
+func down(string) ([]string, error) { return nil, errUnsupported }

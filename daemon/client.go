@@ -1,0 +1,290 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tetherd/tetherd/netstack"
+	"github.com/tetherd/tetherd/transport"
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	// TUN is the device the client serves; the client owns it from New on and closes
+	// it. It may come from tun.CreateTUN, or from a file descriptor handed over by
+	// Android's VpnService (tun.CreateUnmonitoredTUNFromFD).
+	TUN tun.Device
+	// Dial opens a session to the peer. The daemon calls it at start and again
+	// whenever the session is lost.
+	Dial func(ctx context.Context) (*transport.Session, error)
+	// DNS lists the resolver addresses inside the TUN network: DNS to them (port 53,
+	// UDP and TCP) is answered by the peer's own resolver.
+	DNS []netip.Addr
+	// HijackDNS sends every port-53 query to the peer's resolver, whatever its
+	// destination.
+	HijackDNS bool
+	// SessionWait is how long a new connection waits for the tunnel while it is
+	// reconnecting before it fails. Default 5 s.
+	SessionWait time.Duration
+	// Netstack holds the netstack's options (its Logger is set from Logger).
+	Netstack netstack.Options
+	// Logger receives the client's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+// Client is the laptop side: it runs a netstack on a TUN device and carries its flows
+// over a session to the peer, reconnecting when the session is lost.
+type Client struct {
+	opts ClientOptions
+	log  *zap.Logger
+
+	mu      sync.Mutex
+	cur     *transport.Session
+	changed chan struct{} // closed and replaced whenever cur changes
+	stack   *netstack.Stack
+}
+
+// NewClient checks opts and returns a client; Run starts it.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.TUN == nil || opts.Dial == nil {
+		return nil, errors.New("daemon: ClientOptions needs TUN and Dial")
+	}
+	if opts.SessionWait == 0 {
+		opts.SessionWait = 5 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Client{opts: opts, log: log, changed: make(chan struct{})}, nil
+}
+
+// Run connects to the peer, starts the netstack and calls ready (if not nil); then it
+// keeps the tunnel up until ctx is done. It returns at once with the error of the first
+// connection attempt when that fails (a wrong token, a wrong pin, an unreachable peer),
+// so the caller can report it and restore the system; later losses are reconnected
+// with exponential backoff. When Run returns, the netstack and the TUN are closed.
+func (c *Client) Run(ctx context.Context, ready func()) error {
+	s, err := c.opts.Dial(ctx)
+	if err != nil {
+		c.opts.TUN.Close()
+		return err
+	}
+	c.setSession(s)
+	nsOpts := c.opts.Netstack
+	nsOpts.Logger = c.log.Named("netstack")
+	st, err := netstack.New(c.opts.TUN, handler{c}, nsOpts)
+	if err != nil {
+		s.Close()
+		c.opts.TUN.Close()
+		return err
+	}
+	c.mu.Lock()
+	c.stack = st
+	c.mu.Unlock()
+	if ready != nil {
+		ready()
+	}
+	defer func() {
+		st.Close()
+		c.mu.Lock()
+		cur := c.cur
+		c.mu.Unlock()
+		if cur != nil {
+			cur.Close()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.Done():
+		}
+		c.log.Warn("tunnel lost; reconnecting", zap.Error(s.Err()))
+		s.Close()
+		c.setSession(nil)
+		if s = c.reconnect(ctx); s == nil {
+			return nil
+		}
+		c.setSession(s)
+		c.log.Info("tunnel is up again")
+	}
+}
+
+// reconnect dials until it succeeds or ctx is done, with exponential backoff and jitter
+// capped at 5 s.
+func (c *Client) reconnect(ctx context.Context) *transport.Session {
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := c.opts.Dial(dctx)
+		cancel()
+		if err == nil {
+			return s
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Info("reconnect failed", zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Client) setSession(s *transport.Session) {
+	c.mu.Lock()
+	c.cur = s
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Session returns the live session, waiting up to SessionWait for one while the tunnel
+// reconnects.
+func (c *Client) Session(ctx context.Context) (*transport.Session, error) {
+	timer := time.NewTimer(c.opts.SessionWait)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		s, ch := c.cur, c.changed
+		c.mu.Unlock()
+		if s != nil {
+			select {
+			case <-s.Done():
+			default:
+				return s, nil
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, errors.New("daemon: the tunnel is down (reconnecting)")
+		}
+	}
+}
+
+// Stats returns the netstack's counters and those of the current session.
+func (c *Client) Stats() (netstack.Stats, transport.Stats) {
+	c.mu.Lock()
+	st, s := c.stack, c.cur
+	c.mu.Unlock()
+	var ns netstack.Stats
+	var ts transport.Stats
+	if st != nil {
+		ns = st.Stats()
+	}
+	if s != nil {
+		ts = s.Stats()
+	}
+	return ns, ts
+}
+
+// dest maps a flow's destination to what the peer is asked for: DNS to the tunnel's
+// resolver addresses (or any port-53 destination with HijackDNS) becomes the peer's own
+// resolver.
+func (c *Client) dest(dst netip.AddrPort) (wire.Addr, bool) {
+	if dst.Port() == 53 {
+		if c.opts.HijackDNS {
+			return wire.Addr{Name: wire.ResolverName, Port: 53}, true
+		}
+		for _, a := range c.opts.DNS {
+			if a == dst.Addr().Unmap() {
+				return wire.Addr{Name: wire.ResolverName, Port: 53}, true
+			}
+		}
+	}
+	return wire.AddrFromAddrPort(dst), false
+}
+
+// handler adapts the transport to the netstack.
+type handler struct{ c *Client }
+
+func (h handler) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
+	s, err := h.c.Session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	to, _ := h.c.dest(dst)
+	st, err := s.OpenTCP(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	return streamConn{st}, nil
+}
+
+func (h handler) DialUDP(ctx context.Context, src, dst netip.AddrPort) (netstack.PacketConn, error) {
+	s, err := h.c.Session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	to, _ := h.c.dest(dst)
+	a, err := s.OpenUDP(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	return &assocConn{c: h.c, a: a}, nil
+}
+
+// streamConn gives a stream the Abort the netstack uses to pass a reset on.
+type streamConn struct{ *transport.Stream }
+
+func (s streamConn) Abort() { s.Reset(wire.CodeConnReset, "reset by the application") }
+
+// assocConn adapts an association to netstack.PacketConn, translating the peer
+// resolver's name back into the address the application asked.
+type assocConn struct {
+	c       *Client
+	a       *transport.Association
+	mu      sync.Mutex
+	dnsDest netip.AddrPort // the address the application sent its last DNS query to
+}
+
+func (p *assocConn) WriteTo(b []byte, dst netip.AddrPort) error {
+	to, dns := p.c.dest(dst)
+	if dns {
+		p.mu.Lock()
+		p.dnsDest = dst
+		p.mu.Unlock()
+	}
+	return p.a.WriteToAddr(b, to)
+}
+
+func (p *assocConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	for {
+		n, from, err := p.a.ReadFromAddr(b)
+		if err != nil {
+			return 0, netip.AddrPort{}, err
+		}
+		if from.IP.IsValid() {
+			return n, from.AddrPort(), nil
+		}
+		if from.Name == wire.ResolverName {
+			p.mu.Lock()
+			d := p.dnsDest
+			p.mu.Unlock()
+			if d.IsValid() {
+				return n, d, nil
+			}
+		}
+		// A source given as a name the application never asked: nothing to
+		// deliver it as.
+	}
+}
+
+func (p *assocConn) Close() error { return p.a.Close() }
