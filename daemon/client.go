@@ -241,6 +241,20 @@ func (h handler) DialUDP(ctx context.Context, src, dst netip.AddrPort) (netstack
 	return &assocConn{c: h.c, a: a}, nil
 }
 
+func (h handler) DialPing(ctx context.Context, src, dst netip.Addr) (netstack.PacketConn, error) {
+	s, err := h.c.Session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.OpenICMP(ctx, wire.Addr{IP: dst.Unmap()})
+	if err != nil {
+		return nil, err
+	}
+	return &assocConn{c: h.c, a: a}, nil
+}
+
+var _ netstack.Pinger = handler{}
+
 // streamConn gives a stream the Abort the netstack uses to pass a reset on.
 type streamConn struct{ *transport.Stream }
 

@@ -35,7 +35,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// Handler connects flows to the world.
+// Handler connects flows to the world. A Handler that also implements Pinger carries
+// ICMP echo.
 type Handler interface {
 	// DialTCP connects to dst on behalf of the local application at src. The
 	// returned conn should implement CloseWrite() error (half-close) and may
@@ -99,7 +100,8 @@ type Stack struct {
 	closed bool
 	wg     sync.WaitGroup // flow goroutines
 
-	udp udpTable
+	udp   udpTable
+	pings pingTable
 
 	tcpActive                atomic.Int64
 	tcpTotal, tcpRefused     atomic.Uint64
@@ -143,6 +145,7 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{opts: opts, log: log, handler: h, dev: dev, ctx: ctx, cancel: cancel}
 	s.udp.init()
+	s.pings.m = make(map[pingKey]*pingAssoc)
 	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log, s.divert)
 
 	s.ip = stack.New(stack.Options{
@@ -227,6 +230,7 @@ func (s *Stack) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.udp.closeAll()
+	s.closePings()
 	s.ip.Close() // aborts every endpoint: relays see errors and end
 	err := s.dev.Close()
 	s.link.Wait()

@@ -415,6 +415,94 @@ func TestUDPLargeDatagram(t *testing.T) {
 	}
 }
 
+// pingHandler is a fakeHandler that also carries pings: reply answers, or not.
+type pingHandler struct {
+	fakeHandler
+	reply bool
+}
+
+func (h *pingHandler) DialPing(ctx context.Context, src, dst netip.Addr) (PacketConn, error) {
+	return &echoPC{reply: h.reply, q: make(chan []byte, 16), closed: make(chan struct{})}, nil
+}
+
+// echoPC answers every echo body it is given, as a peer with a working ping would.
+type echoPC struct {
+	reply  bool
+	q      chan []byte
+	last   netip.AddrPort
+	mu     sync.Mutex
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (p *echoPC) WriteTo(b []byte, dst netip.AddrPort) error {
+	p.mu.Lock()
+	p.last = dst
+	p.mu.Unlock()
+	if p.reply {
+		p.q <- append([]byte(nil), b...)
+	}
+	return nil
+}
+
+func (p *echoPC) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	select {
+	case m := <-p.q:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return copy(b, m), p.last, nil
+	case <-p.closed:
+		return 0, netip.AddrPort{}, os.ErrClosed
+	}
+}
+
+func (p *echoPC) Close() error { p.once.Do(func() { close(p.closed) }); return nil }
+
+// TestPingForwarded: echo requests go to the handler and its replies come back to the
+// application, for IPv4 and IPv6.
+func TestPingForwarded(t *testing.T) {
+	r := newRig(t, &pingHandler{reply: true})
+	for _, pair := range [][2]netip.Addr{{appV4, netip.MustParseAddr("198.51.100.1")}, {appV6, netip.MustParseAddr("2001:db8::1")}} {
+		pc, err := r.app.DialPingAddr(pair[0], pair[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := []byte{8, 0, 0, 0, 0x12, 0x34, 0, 1, 'h', 'i'} // ICMPv4 echo; tun/netstack fixes type and checksum
+		if pair[1].Is6() {
+			req[0] = 128
+		}
+		if _, err := pc.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 100)
+		n, err := pc.Read(buf)
+		if err != nil || n < 10 || string(buf[8:n]) != "hi" {
+			t.Fatalf("%v: reply %x, %v", pair[1], buf[:n], err)
+		}
+		pc.Close()
+	}
+}
+
+// TestPingNotAnsweredWithoutReply: a peer that does not answer means no reply — the
+// stack never makes one up.
+func TestPingNotAnsweredWithoutReply(t *testing.T) {
+	r := newRig(t, &pingHandler{reply: false})
+	pc, err := r.app.DialPingAddr(appV4, netip.MustParseAddr("198.51.100.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.Write([]byte{8, 0, 0, 0, 0x12, 0x34, 0, 1, 'h', 'i'})
+	pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := pc.Read(make([]byte, 100)); err == nil {
+		t.Fatalf("got a reply of %d bytes that nobody sent", n)
+	}
+	if r.st.Stats().EchoRequests != 1 {
+		t.Fatalf("EchoRequests = %d", r.st.Stats().EchoRequests)
+	}
+}
+
 // TestEchoNotInvented: gVisor would answer any ping itself; the stack must not.
 func TestEchoNotInvented(t *testing.T) {
 	r := newRig(t, &fakeHandler{tcpTarget: to("127.0.0.1:1")})

@@ -31,8 +31,8 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 		s.openDone()
 		a.removeFromTable()
 	}
-	if a.proto != wire.ProtoUDP {
-		refuse(&StreamError{Code: wire.CodeUnsupported, Reason: "ICMP echo is not supported by this peer"})
+	if a.proto == wire.ProtoICMP {
+		srv.serveICMP(s, a, refuse)
 		return
 	}
 	var resolvers []netip.AddrPort
