@@ -20,7 +20,9 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.zx2c4.com/wireguard/tun"
 	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
-	"golang.zx2c4.com/wireguard/tun/tuntest"
+	wgtuntest "golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/tetherd/tetherd/internal/tuntest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,63 +93,6 @@ func (p *udpPC) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 
 func (p *udpPC) Close() error { return p.c.Close() }
 
-// queueTUN is a tun.Device backed by buffered queues. Like a kernel TUN, writing to it
-// never blocks: when the queue is full the packet is dropped.
-type queueTUN struct {
-	in, out   chan []byte
-	closed    chan struct{}
-	closeOnce sync.Once
-}
-
-func newQueueTUN() *queueTUN {
-	return &queueTUN{in: make(chan []byte, 4096), out: make(chan []byte, 4096), closed: make(chan struct{})}
-}
-
-func (q *queueTUN) File() *os.File           { return nil }
-func (q *queueTUN) MTU() (int, error)        { return 1420, nil }
-func (q *queueTUN) Name() (string, error)    { return "queue0", nil }
-func (q *queueTUN) Events() <-chan tun.Event { return nil }
-func (q *queueTUN) BatchSize() int           { return 16 }
-func (q *queueTUN) Close() error {
-	q.closeOnce.Do(func() { close(q.closed) })
-	return nil
-}
-
-func (q *queueTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	select {
-	case <-q.closed:
-		return 0, os.ErrClosed
-	case p := <-q.in:
-		sizes[0] = copy(bufs[0][offset:], p)
-		n := 1
-		for n < len(bufs) {
-			select {
-			case p := <-q.in:
-				sizes[n] = copy(bufs[n][offset:], p)
-				n++
-			default:
-				return n, nil
-			}
-		}
-		return n, nil
-	}
-}
-
-func (q *queueTUN) Write(bufs [][]byte, offset int) (int, error) {
-	select {
-	case <-q.closed:
-		return 0, os.ErrClosed
-	default:
-	}
-	for _, b := range bufs {
-		select {
-		case q.out <- append([]byte(nil), b[offset:]...):
-		default: // full: dropped, as a kernel would
-		}
-	}
-	return len(bufs), nil
-}
-
 // rig is a Stack with an application stack wired to its device.
 type rig struct {
 	st  *Stack
@@ -156,54 +101,12 @@ type rig struct {
 
 func newRig(t *testing.T, h Handler) *rig {
 	t.Helper()
-	appDev, appNet, err := wgnetstack.CreateNetTUN([]netip.Addr{appV4, appV6}, nil, 1420)
+	dev, appNet := tuntest.Pair(t, appV4, appV6)
+	st, err := New(dev, h, Options{Logger: zaptest.NewLogger(t), DialTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := newQueueTUN()
-	st, err := New(ch, h, Options{Logger: zaptest.NewLogger(t), DialTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // application → stack
-		defer wg.Done()
-		bufs := [][]byte{make([]byte, 65536)}
-		sizes := []int{0}
-		for {
-			n, err := appDev.Read(bufs, sizes, 0)
-			if err != nil {
-				return
-			}
-			for i := 0; i < n; i++ {
-				pkt := append([]byte(nil), bufs[i][:sizes[i]]...)
-				select {
-				case ch.in <- pkt:
-				case <-done:
-					return
-				}
-			}
-		}
-	}()
-	go func() { // stack → application
-		defer wg.Done()
-		for {
-			select {
-			case pkt := <-ch.out:
-				appDev.Write([][]byte{pkt}, 0)
-			case <-done:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		st.Close()
-		appDev.Close()
-		wg.Wait()
-	})
+	t.Cleanup(func() { st.Close() })
 	return &rig{st: st, app: appNet}
 }
 
@@ -506,7 +409,7 @@ func TestPingNotAnsweredWithoutReply(t *testing.T) {
 // TestEchoNotInvented: gVisor would answer any ping itself; the stack must not.
 func TestEchoNotInvented(t *testing.T) {
 	r := newRig(t, &fakeHandler{tcpTarget: to("127.0.0.1:1")})
-	pkt := tuntest.Ping(netip.MustParseAddr("198.51.100.1"), appV4)
+	pkt := wgtuntest.Ping(netip.MustParseAddr("198.51.100.1"), appV4)
 	if !isEchoRequest(pkt) {
 		t.Fatal("isEchoRequest missed a ping")
 	}
@@ -554,7 +457,7 @@ func TestNewRejectsNil(t *testing.T) {
 	if _, err := New(nil, &fakeHandler{}, Options{}); err == nil {
 		t.Error("nil device accepted")
 	}
-	var dev tun.Device = tuntest.NewChannelTUN().TUN()
+	var dev tun.Device = wgtuntest.NewChannelTUN().TUN()
 	if _, err := New(dev, nil, Options{}); err == nil {
 		t.Error("nil handler accepted")
 	}

@@ -1,0 +1,217 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/tetherd/tetherd/internal/tuntest"
+	"github.com/tetherd/tetherd/transport"
+)
+
+var (
+	appV4 = netip.MustParseAddr("10.255.77.1")
+	appV6 = netip.MustParseAddr("fd74:6574:6865:7264::1")
+	dnsV4 = netip.MustParseAddr("10.255.77.2")
+)
+
+// peerRig is a transport.Server whose every TCP destination is one loopback echo
+// server and whose resolver is a loopback UDP "DNS server" that answers "A:" + query.
+type peerRig struct {
+	srv *transport.Server
+	url string
+}
+
+func newPeerRig(t *testing.T, token string) *peerRig {
+	t.Helper()
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	dns, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := dns.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			dns.WriteToUDPAddrPort(append([]byte("A:"), buf[:n]...), from)
+		}
+	}()
+	srv := &transport.Server{
+		Token:      token,
+		Logger:     zaptest.NewLogger(t).Named("peer"),
+		DNSServers: []netip.AddrPort{dns.LocalAddr().(*net.UDPAddr).AddrPort()},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", echo.Addr().String())
+		},
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		srv.Close()
+		hs.Close()
+		echo.Close()
+		dns.Close()
+	})
+	return &peerRig{srv: srv, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/tether"}
+}
+
+// startClient runs a Client on a TUN wired to an application stack and returns the
+// application's network once the tunnel is up.
+func startClient(t *testing.T, p *peerRig, token string) (*Client, *wgnetstack.Net) {
+	t.Helper()
+	dev, app := tuntest.Pair(t, appV4, appV6)
+	c, err := NewClient(ClientOptions{
+		TUN: dev,
+		Dial: func(ctx context.Context) (*transport.Session, error) {
+			return transport.Dial(ctx, p.url, &transport.DialOptions{Token: token})
+		},
+		DNS:    []netip.Addr{dnsV4},
+		Logger: zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, func() { close(ready) }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run ended before the tunnel was up: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("tunnel not up")
+	}
+	return c, app
+}
+
+func TestClientCarriesTCP(t *testing.T) {
+	p := newPeerRig(t, "tok")
+	_, app := startClient(t, p, "tok")
+	for _, dst := range []string{"198.51.100.7:80", "[2001:db8::7]:443"} {
+		c, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort(dst))
+		if err != nil {
+			t.Fatalf("%s: %v", dst, err)
+		}
+		c.Write([]byte("through the tunnel"))
+		buf := make([]byte, 18)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "through the tunnel" {
+			t.Fatalf("%s: %q %v", dst, buf, err)
+		}
+		c.Close()
+	}
+}
+
+func ctx10(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestClientDNS: a query to the tunnel's resolver address is answered by the peer's
+// resolver, and the reply comes from the address the application asked.
+func TestClientDNS(t *testing.T) {
+	p := newPeerRig(t, "")
+	_, app := startClient(t, p, "")
+	c, err := app.DialUDPAddrPort(netip.AddrPortFrom(appV4, 5353), netip.AddrPortFrom(dnsV4, 53))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("example.test?"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "A:example.test?" || from.String() != "10.255.77.2:53" {
+		t.Fatalf("answer %q from %v, %v", buf[:n], from, err)
+	}
+}
+
+// TestClientReconnects: when the session dies, the client dials again and new flows
+// work; the flow that was open is reset, not left hanging.
+func TestClientReconnects(t *testing.T) {
+	p := newPeerRig(t, "")
+	c, app := startClient(t, p, "")
+	old, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	s, err := c.Session(ctx10(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // the tunnel drops
+	old.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := old.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("the old flow: %v, want a reset", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.8:80"))
+		if err == nil {
+			nc.Write([]byte("x"))
+			b := make([]byte, 1)
+			if _, err := io.ReadFull(nc, b); err != nil {
+				t.Fatal(err)
+			}
+			nc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new flow after reconnecting: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s2, _ := c.Session(ctx10(t)); s2 == s {
+		t.Fatal("still on the old session")
+	}
+}
+
+// TestClientWrongToken: Run fails at once with the peer's refusal, and closes the TUN.
+func TestClientWrongToken(t *testing.T) {
+	p := newPeerRig(t, "right")
+	dev, _ := tuntest.Pair(t, appV4)
+	c, err := NewClient(ClientOptions{TUN: dev, Dial: func(ctx context.Context) (*transport.Session, error) {
+		return transport.Dial(ctx, p.url, &transport.DialOptions{Token: "wrong"})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Run(ctx10(t), nil)
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("Run = %v, want the 401", err)
+	}
+	if _, err := dev.Read([][]byte{make([]byte, 100)}, []int{0}, 0); err == nil {
+		t.Error("TUN left open")
+	}
+}
