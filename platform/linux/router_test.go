@@ -346,12 +346,16 @@ func diffText(t *testing.T, what, got, want string) {
 const (
 	goldenFullRules = `ipv4 0: from all lookup local
 ipv4 7170: from all to 203.0.113.0/24 lookup main
+ipv4 7171: from all ipproto udp dport 53 lookup 7170
+ipv4 7171: from all ipproto tcp dport 53 lookup 7170
 ipv4 7171: from all lookup main suppress_prefixlength 0
 ipv4 7172: not from all fwmark 0x7170 lookup 7170
 ipv4 32766: from all lookup main
 ipv4 32767: from all lookup default
 ipv6 0: from all lookup local
 ipv6 7170: from all to 2001:db8:ee::/48 lookup main
+ipv6 7171: from all ipproto udp dport 53 lookup 7170
+ipv6 7171: from all ipproto tcp dport 53 lookup 7170
 ipv6 7171: from all lookup main suppress_prefixlength 0
 ipv6 7172: not from all fwmark 0x7170 lookup 7170
 ipv6 32766: from all lookup main
@@ -498,6 +502,18 @@ func TestLoopPrevention(t *testing.T) {
 					t.Errorf("route get %s mark %#x: dev index %d, want %d (tun0=%d uplink0=%d)", c.dst, c.mark, got, c.want, te.tun, te.uplink)
 				}
 			}
+			// DNS to a resolver on the LAN goes into the tunnel even with the LAN
+			// bypass: no query leaves outside it. (netlink's RouteGetOptions has no
+			// port selectors; ip route get does.)
+			for _, q := range [][]string{{"192.0.2.1", "udp"}, {"192.0.2.1", "tcp"}, {"2001:db8:1::1", "udp"}} {
+				out, err := exec.Command("ip", "-n", te.name, "route", "get", q[0], "ipproto", q[1], "dport", "53").CombinedOutput()
+				if err != nil {
+					t.Fatalf("ip route get: %v: %s", err, out)
+				}
+				if !strings.Contains(string(out), "dev "+testTUN) {
+					t.Errorf("DNS to %s over %s leaves outside the tunnel: %s", q[0], q[1], out)
+				}
+			}
 			must(t, r.Close())
 			if got := routeVia(t, te.h, "198.51.100.7", 0); got != te.uplink {
 				t.Errorf("after Close: 198.51.100.7 via dev index %d, want uplink0 (%d)", got, te.uplink)
@@ -533,7 +549,11 @@ restored $DIR/resolv.conf (84 bytes)
 removed rule ipv6 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv4 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv6 7171: from all lookup main suppress_prefixlength 0
+removed rule ipv6 7171: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv6 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv4 7171: from all lookup main suppress_prefixlength 0
+removed rule ipv4 7171: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv4 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv6 7170: from all to 2001:db8:ee::/48 lookup main
 removed rule ipv4 7170: from all to 203.0.113.0/24 lookup main
 removed route default dev tun0 table 7170
@@ -571,7 +591,11 @@ restored $DIR/resolv.conf (84 bytes)
 removed rule ipv6 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv4 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv6 7171: from all lookup main suppress_prefixlength 0
+removed rule ipv6 7171: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv6 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv4 7171: from all lookup main suppress_prefixlength 0
+removed rule ipv4 7171: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv4 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv6 7170: from all to 2001:db8:ee::/48 lookup main
 removed rule ipv4 7170: from all to 203.0.113.0/24 lookup main
 removed journal $DIR/run/tetherd/journal.json
@@ -660,7 +684,11 @@ func TestUpFailsHalfway(t *testing.T) {
 		"add route default (::/0) dev tun0 table 7170",
 		"add rule ipv4 7170: from all to 203.0.113.0/24 lookup main",
 		"add rule ipv6 7170: from all to 2001:db8:ee::/48 lookup main",
+		"add rule ipv4 7171: from all ipproto udp dport 53 lookup 7170",
+		"add rule ipv4 7171: from all ipproto tcp dport 53 lookup 7170",
 		"add rule ipv4 7171: from all lookup main suppress_prefixlength 0",
+		"add rule ipv6 7171: from all ipproto udp dport 53 lookup 7170",
+		"add rule ipv6 7171: from all ipproto tcp dport 53 lookup 7170",
 		"add rule ipv6 7171: from all lookup main suppress_prefixlength 0",
 		"add rule ipv4 7172: not from all fwmark 0x7170 lookup 7170",
 		"add rule ipv6 7172: not from all fwmark 0x7170 lookup 7170",

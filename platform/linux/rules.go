@@ -23,6 +23,9 @@ type ruleSpec struct {
 	Table    int          `json:"table"`
 	// SuppressPrefixlen is set for the LAN bypass rule.
 	SuppressPrefixlen *int `json:"suppress_prefixlength,omitempty"`
+	// IPProto and Dport select DNS (port 53) for the DNS capture rules.
+	IPProto int    `json:"ipproto,omitempty"`
+	Dport   uint16 `json:"dport,omitempty"`
 }
 
 // planRules returns the rules for cfg (defaults applied), in the order Up
@@ -36,6 +39,12 @@ func planRules(cfg Config) []ruleSpec {
 	}
 	for _, f := range []int{4, 6} {
 		if cfg.LANBypass {
+			// DNS is captured before the LAN bypass, so that no query leaves the
+			// machine outside the tunnel, not even one to a resolver on the LAN.
+			// (Rules of one priority apply in the order they were added.)
+			for _, proto := range []int{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+				rs = append(rs, ruleSpec{Family: f, Priority: p + 1, IPProto: proto, Dport: 53, Table: cfg.Table})
+			}
 			zero := 0
 			rs = append(rs, ruleSpec{Family: f, Priority: p + 1, Table: unix.RT_TABLE_MAIN, SuppressPrefixlen: &zero})
 		}
@@ -65,7 +74,21 @@ func (s ruleSpec) netlinkRule() *netlink.Rule {
 	if s.SuppressPrefixlen != nil {
 		r.SuppressPrefixlen = *s.SuppressPrefixlen
 	}
+	if s.IPProto != 0 {
+		r.IPProto = s.IPProto
+		r.Dport = netlink.NewRulePortRange(s.Dport, s.Dport)
+	}
 	return r
+}
+
+func protoName(p int) string {
+	switch p {
+	case unix.IPPROTO_UDP:
+		return "udp"
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	}
+	return fmt.Sprint(p)
 }
 
 // String formats s as `ip -4 rule` would, prefixed by the family.
@@ -81,6 +104,9 @@ func (s ruleSpec) String() string {
 	}
 	if s.FwMark != 0 {
 		fmt.Fprintf(&b, " fwmark %#x", s.FwMark)
+	}
+	if s.IPProto != 0 {
+		fmt.Fprintf(&b, " ipproto %s dport %d", protoName(s.IPProto), s.Dport)
 	}
 	fmt.Fprintf(&b, " lookup %s", tableName(s.Table))
 	if s.SuppressPrefixlen != nil {
@@ -115,6 +141,16 @@ func formatRule(r netlink.Rule) string {
 		fmt.Fprintf(&b, " fwmark %#x", r.Mark)
 		if r.Mask != nil && *r.Mask != 0xffffffff {
 			fmt.Fprintf(&b, "/%#x", *r.Mask)
+		}
+	}
+	if r.IPProto != 0 {
+		fmt.Fprintf(&b, " ipproto %s", protoName(r.IPProto))
+		if r.Dport != nil {
+			if r.Dport.Start == r.Dport.End {
+				fmt.Fprintf(&b, " dport %d", r.Dport.Start)
+			} else {
+				fmt.Fprintf(&b, " dport %d-%d", r.Dport.Start, r.Dport.End)
+			}
 		}
 	}
 	if r.IifName != "" {
