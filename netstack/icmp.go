@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // Pinger is implemented by a Handler that can carry ICMP echo. DialPing opens an echo
@@ -22,16 +24,19 @@ type Pinger interface {
 // pingIdle ends an echo association without traffic for this long.
 const pingIdle = 30 * time.Second
 
-// divert takes ICMP echo requests out of the inbound path. gVisor, in promiscuous mode,
-// would answer every echo request itself — inventing replies for hosts that may not
-// exist — so they never reach it. With a Pinger handler they are forwarded, and the
-// real replies written back to the TUN; without one they are counted as unanswered
-// and dropped, so ping reports loss, never a lie.
-func (s *Stack) divert(pkt []byte) bool {
-	e, ok := parseEcho(pkt)
+// handleICMP receives ICMP and ICMPv6 packets after gVisor reassembled them. Echo
+// requests are consumed here — returning true stops gVisor from answering them itself,
+// which in promiscuous mode would invent replies for hosts that may not exist. With a
+// Pinger handler they are forwarded and the real replies written back; without one
+// they stay unanswered, so ping reports loss, never a lie.
+func (s *Stack) handleICMP(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
+	v := stack.PayloadSince(pkt.TransportHeader())
+	defer v.Release()
+	e, ok := parseEcho(v.AsSlice(), pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber)
 	if !ok {
 		return false
 	}
+	e.src, e.dst = addrFrom(id.RemoteAddress), addrFrom(id.LocalAddress)
 	s.echoReqs.Add(1)
 	p, ok := s.handler.(Pinger)
 	if !ok {
@@ -176,12 +181,8 @@ func (s *Stack) runPing(p Pinger, a *pingAssoc) {
 		a.lastUsed = time.Now()
 		a.mu.Unlock()
 		seq := binary.BigEndian.Uint16(buf[2:])
-		reply := buildEchoReply(from.Addr(), a.key.src, a.key.id, seq, buf[4:n])
-		if reply == nil {
-			continue
-		}
-		if err := s.link.writeRaw(reply); err != nil {
-			return
+		if err := s.writeEchoReply(from.Addr(), a.key.src, a.key.id, seq, buf[4:n]); err != nil {
+			s.echoUnanswered.Add(1)
 		}
 	}
 }
@@ -204,86 +205,72 @@ type echo struct {
 	data     []byte
 }
 
-// parseEcho recognises an ICMPv4 or ICMPv6 echo request.
-func parseEcho(pkt []byte) (echo, bool) {
-	if len(pkt) == 0 {
-		return echo{}, false
-	}
-	switch pkt[0] >> 4 {
-	case 4:
-		if len(pkt) < header.IPv4MinimumSize {
+// parseEcho recognises an ICMP (or, with v6, ICMPv6) echo request message.
+func parseEcho(m []byte, v6 bool) (echo, bool) {
+	if v6 {
+		if len(m) < header.ICMPv6EchoMinimumSize {
 			return echo{}, false
 		}
-		ip := header.IPv4(pkt)
-		hl := int(ip.HeaderLength())
-		if hl < header.IPv4MinimumSize || ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) || ip.FragmentOffset() != 0 || ip.More() ||
-			int(ip.TotalLength()) > len(pkt) || int(ip.TotalLength()) < hl+header.ICMPv4MinimumSize {
-			return echo{}, false
-		}
-		ic := header.ICMPv4(pkt[hl:ip.TotalLength()])
-		if ic.Type() != header.ICMPv4Echo {
-			return echo{}, false
-		}
-		return echo{src: addrFrom(ip.SourceAddress()), dst: addrFrom(ip.DestinationAddress()), id: ic.Ident(), seq: ic.Sequence(), data: append([]byte(nil), ic.Payload()...)}, true
-	case 6:
-		if len(pkt) < header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize {
-			return echo{}, false
-		}
-		ip := header.IPv6(pkt)
-		end := header.IPv6MinimumSize + int(ip.PayloadLength())
-		if ip.TransportProtocol() != header.ICMPv6ProtocolNumber || end > len(pkt) || end < header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize {
-			return echo{}, false // extension headers before ICMPv6: let gVisor have it
-		}
-		ic := header.ICMPv6(pkt[header.IPv6MinimumSize:end])
+		ic := header.ICMPv6(m)
 		if ic.Type() != header.ICMPv6EchoRequest {
 			return echo{}, false
 		}
-		return echo{src: addrFrom(ip.SourceAddress()), dst: addrFrom(ip.DestinationAddress()), id: ic.Ident(), seq: ic.Sequence(), data: append([]byte(nil), ic.Payload()...)}, true
+		return echo{id: ic.Ident(), seq: ic.Sequence(), data: append([]byte(nil), ic.Payload()...)}, true
 	}
-	return echo{}, false
+	if len(m) < header.ICMPv4MinimumSize {
+		return echo{}, false
+	}
+	ic := header.ICMPv4(m)
+	if ic.Type() != header.ICMPv4Echo {
+		return echo{}, false
+	}
+	return echo{id: ic.Ident(), seq: ic.Sequence(), data: append([]byte(nil), ic.Payload()...)}, true
 }
 
-// isEchoRequest reports whether pkt is an ICMPv4 or ICMPv6 echo request.
-func isEchoRequest(pkt []byte) bool {
-	_, ok := parseEcho(pkt)
-	return ok
-}
-
-// buildEchoReply returns an IP packet carrying an echo reply from → to.
-func buildEchoReply(from, to netip.Addr, id, seq uint16, data []byte) []byte {
+// writeEchoReply sends an echo reply from → to through gVisor, which adds the IP header
+// and fragments a reply larger than the MTU.
+func (s *Stack) writeEchoReply(from, to netip.Addr, id, seq uint16, data []byte) error {
 	from = from.Unmap()
 	if from.Is4() != to.Is4() {
-		return nil
+		return errFamily
 	}
+	netProto, transProto, hlen := header.IPv4ProtocolNumber, header.ICMPv4ProtocolNumber, header.ICMPv4MinimumSize
+	if to.Is6() {
+		netProto, transProto, hlen = header.IPv6ProtocolNumber, header.ICMPv6ProtocolNumber, header.ICMPv6EchoMinimumSize
+	}
+	r, terr := s.ip.FindRoute(nicID, tcpipAddr(from), tcpipAddr(to), netProto, false)
+	if terr != nil {
+		return tcpipError{terr}
+	}
+	defer r.Release()
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
+		ReserveHeaderBytes: hlen + int(r.MaxHeaderLength()),
+		Payload:            buffer.MakeWithData(data),
+	})
+	defer pkt.DecRef()
+	pkt.TransportProtocolNumber = transProto
+	hdr := pkt.TransportHeader().Push(hlen)
 	if to.Is4() {
-		total := header.IPv4MinimumSize + header.ICMPv4MinimumSize + len(data)
-		if total > 0xffff {
-			return nil
-		}
-		b := make([]byte, total)
-		ip := header.IPv4(b)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(total), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber), SrcAddr: tcpipAddr(from), DstAddr: tcpipAddr(to)})
-		ip.SetChecksum(^ip.CalculateChecksum())
-		ic := header.ICMPv4(b[header.IPv4MinimumSize:])
+		ic := header.ICMPv4(hdr)
 		ic.SetType(header.ICMPv4EchoReply)
+		ic.SetCode(0)
 		ic.SetIdent(id)
 		ic.SetSequence(seq)
-		copy(ic.Payload(), data)
-		ic.SetChecksum(^checksum.Checksum(ic, 0))
-		return b
+		ic.SetChecksum(0)
+		ic.SetChecksum(^checksum.Combine(checksum.Checksum(ic, 0), pkt.Data().Checksum()))
+	} else {
+		ic := header.ICMPv6(hdr)
+		ic.SetType(header.ICMPv6EchoReply)
+		ic.SetCode(0)
+		ic.SetIdent(id)
+		ic.SetSequence(seq)
+		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+			Header: ic, Src: tcpipAddr(from), Dst: tcpipAddr(to),
+			PayloadCsum: pkt.Data().Checksum(), PayloadLen: pkt.Data().Size(),
+		}))
 	}
-	plen := header.ICMPv6EchoMinimumSize + len(data)
-	if plen > 0xffff {
-		return nil
+	if terr := r.WritePacket(stack.NetworkHeaderParams{Protocol: transProto, TTL: 64}, pkt); terr != nil {
+		return tcpipError{terr}
 	}
-	b := make([]byte, header.IPv6MinimumSize+plen)
-	ip := header.IPv6(b)
-	ip.Encode(&header.IPv6Fields{PayloadLength: uint16(plen), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: tcpipAddr(from), DstAddr: tcpipAddr(to)})
-	ic := header.ICMPv6(b[header.IPv6MinimumSize:])
-	ic.SetType(header.ICMPv6EchoReply)
-	ic.SetIdent(id)
-	ic.SetSequence(seq)
-	copy(ic.Payload(), data)
-	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: tcpipAddr(from), Dst: tcpipAddr(to)}))
-	return b
+	return nil
 }

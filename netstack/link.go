@@ -26,8 +26,6 @@ type linkEndpoint struct {
 	mtu   uint32
 	log   *zap.Logger
 	batch int
-	// divert sees every inbound packet first and returns true when it consumed it.
-	divert func(pkt []byte) bool
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher
@@ -42,8 +40,8 @@ type linkEndpoint struct {
 
 var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
 
-func newLinkEndpoint(dev tun.Device, mtu uint32, log *zap.Logger, divert func([]byte) bool) *linkEndpoint {
-	return &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: max(1, dev.BatchSize()), divert: divert}
+func newLinkEndpoint(dev tun.Device, mtu uint32, log *zap.Logger) *linkEndpoint {
+	return &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: max(1, dev.BatchSize())}
 }
 
 func (e *linkEndpoint) MTU() uint32                             { return e.mtu }
@@ -124,9 +122,6 @@ func (e *linkEndpoint) deliver(pkt []byte) {
 	if len(pkt) == 0 {
 		return
 	}
-	if e.divert != nil && e.divert(pkt) {
-		return
-	}
 	var proto tcpip.NetworkProtocolNumber
 	switch pkt[0] >> 4 {
 	case 4:
@@ -178,14 +173,4 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		return 0, &tcpip.ErrAborted{}
 	}
 	return len(list), nil
-}
-
-// writeRaw writes one packet built outside gVisor.
-func (e *linkEndpoint) writeRaw(pkt []byte) error {
-	b := make([]byte, tunOffset+len(pkt))
-	copy(b[tunOffset:], pkt)
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	_, err := e.dev.Write([][]byte{b}, tunOffset)
-	return err
 }

@@ -7,8 +7,8 @@
 // forwarders. For TCP the Handler's dial happens before the application's handshake
 // completes, so a refused destination is a refused connection, not connect-then-reset
 // (tcp.go). UDP is handled per local source endpoint, with replies from any remote
-// (udp.go). ICMP echo requests are taken out before gVisor, which would otherwise
-// answer them itself as if every host on the internet were up (icmp.go).
+// (udp.go). ICMP echo requests are consumed by a handler after reassembly, so gVisor
+// never answers them itself as if every host on the internet were up (icmp.go).
 //
 // netstack does not import the transport: the daemon adapts one to the other.
 package netstack
@@ -146,7 +146,7 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 	s := &Stack{opts: opts, log: log, handler: h, dev: dev, ctx: ctx, cancel: cancel}
 	s.udp.init()
 	s.pings.m = make(map[pingKey]*pingAssoc)
-	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log, s.divert)
+	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log)
 
 	s.ip = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -171,6 +171,8 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 	fwd := tcp.NewForwarder(s.ip, 0, opts.MaxInFlight, s.handleTCP)
 	s.ip.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
 	s.ip.SetTransportProtocolHandler(udp.ProtocolNumber, s.handleUDP)
+	s.ip.SetTransportProtocolHandler(icmp.ProtocolNumber4, s.handleICMP)
+	s.ip.SetTransportProtocolHandler(icmp.ProtocolNumber6, s.handleICMP)
 	if e := s.ip.CreateNIC(nicID, s.link); e != nil {
 		return fail("create NIC", e)
 	}

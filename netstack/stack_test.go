@@ -410,12 +410,7 @@ func TestPingNotAnsweredWithoutReply(t *testing.T) {
 func TestEchoNotInvented(t *testing.T) {
 	r := newRig(t, &fakeHandler{tcpTarget: to("127.0.0.1:1")})
 	pkt := wgtuntest.Ping(netip.MustParseAddr("198.51.100.1"), appV4)
-	if !isEchoRequest(pkt) {
-		t.Fatal("isEchoRequest missed a ping")
-	}
-	// Send it through the application's stack as a raw packet is not possible with
-	// tun/netstack, so feed the device directly.
-	r.st.link.deliver(pkt)
+	r.st.link.deliver(pkt) // as the kernel would deliver it
 	if st := r.st.Stats(); st.EchoUnanswered != 1 {
 		t.Fatalf("EchoUnanswered = %d", st.EchoUnanswered)
 	}

@@ -2,7 +2,6 @@ package netstack
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -91,9 +90,3 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 type writerOnly struct{ io.Writer }
 type readerOnly struct{ io.Reader }
-
-// isTimeout reports a dial that ran out of time.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
