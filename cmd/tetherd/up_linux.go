@@ -71,14 +71,34 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 			err = cerr
 		}
 	}()
+	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
+	// now on, and the tunnel may be the thing that is down.
+	dialer := &net.Dialer{Control: linux.Control(linux.DefaultFwMark), KeepAlive: -1}
+	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		var firstErr error
+		for _, p := range exclude {
+			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		return nil, firstErr
+	}
 	client, err := daemon.NewClient(daemon.ClientOptions{
 		TUN: dev,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
 			return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
-				Token:   token,
-				Control: linux.Control(linux.DefaultFwMark),
-				Config:  limits,
-				Logger:  log.Named("transport"),
+				Token:          token,
+				NetDialContext: dialPeer,
+				Config:         limits,
+				Logger:         log.Named("transport"),
 			})
 		},
 		DNS:       cs.DNSServers,

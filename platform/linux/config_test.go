@@ -88,13 +88,13 @@ func TestPlanRules(t *testing.T) {
 		got = append(got, r.String())
 	}
 	want := []string{
+		"ipv4 500: from all ipproto udp dport 53 lookup 100",
+		"ipv4 500: from all ipproto tcp dport 53 lookup 100",
+		"ipv6 500: from all ipproto udp dport 53 lookup 100",
+		"ipv6 500: from all ipproto tcp dport 53 lookup 100",
 		"ipv4 500: from all to 192.0.2.9/32 lookup main",
 		"ipv6 500: from all to 2001:db8::/32 lookup main",
-		"ipv4 501: from all ipproto udp dport 53 lookup 100",
-		"ipv4 501: from all ipproto tcp dport 53 lookup 100",
 		"ipv4 501: from all lookup main suppress_prefixlength 0",
-		"ipv6 501: from all ipproto udp dport 53 lookup 100",
-		"ipv6 501: from all ipproto tcp dport 53 lookup 100",
 		"ipv6 501: from all lookup main suppress_prefixlength 0",
 		"ipv4 502: not from all fwmark 0xca6c lookup 100",
 		"ipv6 502: not from all fwmark 0xca6c lookup 100",

@@ -152,15 +152,15 @@ func TestSIGKILL(t *testing.T) {
 	}
 	running := dumpRules(t, te.h)
 	diffText(t, "rules while the helper runs", running, `ipv4 0: from all lookup local
-ipv4 7171: from all ipproto udp dport 53 lookup 7170
-ipv4 7171: from all ipproto tcp dport 53 lookup 7170
+ipv4 7170: from all ipproto udp dport 53 lookup 7170
+ipv4 7170: from all ipproto tcp dport 53 lookup 7170
 ipv4 7171: from all lookup main suppress_prefixlength 0
 ipv4 7172: not from all fwmark 0x7170 lookup 7170
 ipv4 32766: from all lookup main
 ipv4 32767: from all lookup default
 ipv6 0: from all lookup local
-ipv6 7171: from all ipproto udp dport 53 lookup 7170
-ipv6 7171: from all ipproto tcp dport 53 lookup 7170
+ipv6 7170: from all ipproto udp dport 53 lookup 7170
+ipv6 7170: from all ipproto tcp dport 53 lookup 7170
 ipv6 7171: from all lookup main suppress_prefixlength 0
 ipv6 7172: not from all fwmark 0x7170 lookup 7170
 ipv6 32766: from all lookup main

@@ -90,18 +90,18 @@ type Router struct {
 //
 //	table T:  default dev TUN (IPv4 and IPv6), or one route per Include
 //	          prefix plus ::/0 when Include has no IPv6 prefix
+//	P:        ipproto udp dport 53 lookup T
+//	P:        ipproto tcp dport 53 lookup T
 //	P:        to X lookup main                  (each Exclude prefix X)
-//	P+1:      ipproto udp dport 53 lookup T        (LANBypass only)
-//	P+1:      ipproto tcp dport 53 lookup T        (LANBypass only)
 //	P+1:      lookup main suppress_prefixlength 0   (LANBypass only)
 //	P+2:      not fwmark M lookup T
 //
 // so that the tunnel's own marked socket is routed by the main table and
 // cannot loop into the TUN, more specific LAN routes stay direct with
 // LANBypass — except DNS, which never leaves outside the tunnel, not even
-// to a resolver on the LAN — and everything else enters the TUN. (A peer
-// listening on port 53 is not supported with LANBypass: its connection
-// would be captured too.)
+// to a resolver on the LAN or an excluded network — and everything else
+// enters the TUN. (A peer listening on port 53 is not supported: its
+// connection would be captured too.)
 //
 // Before the first change Up writes a journal (JournalDir/journal.json)
 // saying what it is about to add; Close and Down undo exactly that. A

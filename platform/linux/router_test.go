@@ -345,17 +345,17 @@ func diffText(t *testing.T, what, got, want string) {
 // The golden dumps of fullConfig after Up.
 const (
 	goldenFullRules = `ipv4 0: from all lookup local
+ipv4 7170: from all ipproto udp dport 53 lookup 7170
+ipv4 7170: from all ipproto tcp dport 53 lookup 7170
 ipv4 7170: from all to 203.0.113.0/24 lookup main
-ipv4 7171: from all ipproto udp dport 53 lookup 7170
-ipv4 7171: from all ipproto tcp dport 53 lookup 7170
 ipv4 7171: from all lookup main suppress_prefixlength 0
 ipv4 7172: not from all fwmark 0x7170 lookup 7170
 ipv4 32766: from all lookup main
 ipv4 32767: from all lookup default
 ipv6 0: from all lookup local
+ipv6 7170: from all ipproto udp dport 53 lookup 7170
+ipv6 7170: from all ipproto tcp dport 53 lookup 7170
 ipv6 7170: from all to 2001:db8:ee::/48 lookup main
-ipv6 7171: from all ipproto udp dport 53 lookup 7170
-ipv6 7171: from all ipproto tcp dport 53 lookup 7170
 ipv6 7171: from all lookup main suppress_prefixlength 0
 ipv6 7172: not from all fwmark 0x7170 lookup 7170
 ipv6 32766: from all lookup main
@@ -456,10 +456,14 @@ ipv4 table 7170 unicast 198.51.100.7/32 dev tun0 proto 4 scope 253
 ipv6 table 7170 unicast default (::/0) dev tun0 proto 4 scope 0 metric 1024
 `)
 	diffText(t, "rules", dumpRules(t, te.h), `ipv4 0: from all lookup local
+ipv4 7170: from all ipproto udp dport 53 lookup 7170
+ipv4 7170: from all ipproto tcp dport 53 lookup 7170
 ipv4 7172: not from all fwmark 0x7170 lookup 7170
 ipv4 32766: from all lookup main
 ipv4 32767: from all lookup default
 ipv6 0: from all lookup local
+ipv6 7170: from all ipproto udp dport 53 lookup 7170
+ipv6 7170: from all ipproto tcp dport 53 lookup 7170
 ipv6 7172: not from all fwmark 0x7170 lookup 7170
 ipv6 32766: from all lookup main
 `)
@@ -549,13 +553,13 @@ restored $DIR/resolv.conf (84 bytes)
 removed rule ipv6 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv4 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv6 7171: from all lookup main suppress_prefixlength 0
-removed rule ipv6 7171: from all ipproto tcp dport 53 lookup 7170
-removed rule ipv6 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv4 7171: from all lookup main suppress_prefixlength 0
-removed rule ipv4 7171: from all ipproto tcp dport 53 lookup 7170
-removed rule ipv4 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv6 7170: from all to 2001:db8:ee::/48 lookup main
 removed rule ipv4 7170: from all to 203.0.113.0/24 lookup main
+removed rule ipv6 7170: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv6 7170: from all ipproto udp dport 53 lookup 7170
+removed rule ipv4 7170: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv4 7170: from all ipproto udp dport 53 lookup 7170
 removed route default dev tun0 table 7170
 removed route default (::/0) dev tun0 table 7170
 removed address fd7e:7e7d::1/64 from tun0
@@ -591,13 +595,13 @@ restored $DIR/resolv.conf (84 bytes)
 removed rule ipv6 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv4 7172: not from all fwmark 0x7170 lookup 7170
 removed rule ipv6 7171: from all lookup main suppress_prefixlength 0
-removed rule ipv6 7171: from all ipproto tcp dport 53 lookup 7170
-removed rule ipv6 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv4 7171: from all lookup main suppress_prefixlength 0
-removed rule ipv4 7171: from all ipproto tcp dport 53 lookup 7170
-removed rule ipv4 7171: from all ipproto udp dport 53 lookup 7170
 removed rule ipv6 7170: from all to 2001:db8:ee::/48 lookup main
 removed rule ipv4 7170: from all to 203.0.113.0/24 lookup main
+removed rule ipv6 7170: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv6 7170: from all ipproto udp dport 53 lookup 7170
+removed rule ipv4 7170: from all ipproto tcp dport 53 lookup 7170
+removed rule ipv4 7170: from all ipproto udp dport 53 lookup 7170
 removed journal $DIR/run/tetherd/journal.json
 `, oldIndex, te.tun)
 		diffText(t, "Down's lines", te.normalize(lines), want)
@@ -682,13 +686,13 @@ func TestUpFailsHalfway(t *testing.T) {
 		"add address fd7e:7e7d::1/64 to tun0",
 		"add route default dev tun0 table 7170",
 		"add route default (::/0) dev tun0 table 7170",
+		"add rule ipv4 7170: from all ipproto udp dport 53 lookup 7170",
+		"add rule ipv4 7170: from all ipproto tcp dport 53 lookup 7170",
+		"add rule ipv6 7170: from all ipproto udp dport 53 lookup 7170",
+		"add rule ipv6 7170: from all ipproto tcp dport 53 lookup 7170",
 		"add rule ipv4 7170: from all to 203.0.113.0/24 lookup main",
 		"add rule ipv6 7170: from all to 2001:db8:ee::/48 lookup main",
-		"add rule ipv4 7171: from all ipproto udp dport 53 lookup 7170",
-		"add rule ipv4 7171: from all ipproto tcp dport 53 lookup 7170",
 		"add rule ipv4 7171: from all lookup main suppress_prefixlength 0",
-		"add rule ipv6 7171: from all ipproto udp dport 53 lookup 7170",
-		"add rule ipv6 7171: from all ipproto tcp dport 53 lookup 7170",
 		"add rule ipv6 7171: from all lookup main suppress_prefixlength 0",
 		"add rule ipv4 7172: not from all fwmark 0x7170 lookup 7170",
 		"add rule ipv6 7172: not from all fwmark 0x7170 lookup 7170",

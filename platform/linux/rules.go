@@ -29,22 +29,28 @@ type ruleSpec struct {
 }
 
 // planRules returns the rules for cfg (defaults applied), in the order Up
-// adds them: exclusions (P), LAN bypass (P+1), then the tunnel rule (P+2)
-// last, so that nothing is captured before its exceptions are in place.
+// adds them: DNS capture and exclusions (P), LAN bypass (P+1), then the
+// tunnel rule (P+2) last, so that nothing is captured before its exceptions
+// are in place.
+//
+// DNS (UDP and TCP port 53) is sent into the tunnel ahead of every
+// exception — the exclusions, the peer's own address, the LAN bypass — so
+// that no query leaves the machine outside the tunnel, not even one to a
+// resolver on the LAN or on the phone itself. (Rules of one priority apply
+// in the order they were added.)
 func planRules(cfg Config) []ruleSpec {
 	p := cfg.RulePriority
 	var rs []ruleSpec
+	for _, f := range []int{4, 6} {
+		for _, proto := range []int{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			rs = append(rs, ruleSpec{Family: f, Priority: p, IPProto: proto, Dport: 53, Table: cfg.Table})
+		}
+	}
 	for _, x := range cfg.Exclude {
 		rs = append(rs, ruleSpec{Family: family(x.Addr()), Priority: p, To: x, Table: unix.RT_TABLE_MAIN})
 	}
 	for _, f := range []int{4, 6} {
 		if cfg.LANBypass {
-			// DNS is captured before the LAN bypass, so that no query leaves the
-			// machine outside the tunnel, not even one to a resolver on the LAN.
-			// (Rules of one priority apply in the order they were added.)
-			for _, proto := range []int{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-				rs = append(rs, ruleSpec{Family: f, Priority: p + 1, IPProto: proto, Dport: 53, Table: cfg.Table})
-			}
 			zero := 0
 			rs = append(rs, ruleSpec{Family: f, Priority: p + 1, Table: unix.RT_TABLE_MAIN, SuppressPrefixlen: &zero})
 		}
