@@ -27,6 +27,7 @@ if [ -n "${NETNS_SUITES:-}" ]; then
 else
 	shopt -s nullglob
 	for f in test/e2e/*.sh; do
+		[ "$(basename "$f")" = lib.sh ] && continue # sourced by the suites, not one
 		if [ -x "$f" ]; then
 			suites+=("$f")
 		else
