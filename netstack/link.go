@@ -26,6 +26,8 @@ type linkEndpoint struct {
 	mtu   uint32
 	log   *zap.Logger
 	batch int
+	// tap sees every inbound packet before gVisor does (it records SYNs).
+	tap func(pkt []byte)
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher
@@ -40,8 +42,8 @@ type linkEndpoint struct {
 
 var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
 
-func newLinkEndpoint(dev tun.Device, mtu uint32, log *zap.Logger) *linkEndpoint {
-	return &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: max(1, dev.BatchSize())}
+func newLinkEndpoint(dev tun.Device, mtu uint32, log *zap.Logger, tap func([]byte)) *linkEndpoint {
+	return &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: max(1, dev.BatchSize()), tap: tap}
 }
 
 func (e *linkEndpoint) MTU() uint32                             { return e.mtu }
@@ -121,6 +123,9 @@ func (e *linkEndpoint) readLoop() {
 func (e *linkEndpoint) deliver(pkt []byte) {
 	if len(pkt) == 0 {
 		return
+	}
+	if e.tap != nil {
+		e.tap(pkt)
 	}
 	var proto tcpip.NetworkProtocolNumber
 	switch pkt[0] >> 4 {

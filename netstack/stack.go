@@ -102,6 +102,7 @@ type Stack struct {
 
 	udp   udpTable
 	pings pingTable
+	syns  synTable
 
 	tcpActive                atomic.Int64
 	tcpTotal, tcpRefused     atomic.Uint64
@@ -146,7 +147,7 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 	s := &Stack{opts: opts, log: log, handler: h, dev: dev, ctx: ctx, cancel: cancel}
 	s.udp.init()
 	s.pings.m = make(map[pingKey]*pingAssoc)
-	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log)
+	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log, s.syns.record)
 
 	s.ip = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},

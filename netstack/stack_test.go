@@ -459,3 +459,27 @@ func TestNewRejectsNil(t *testing.T) {
 	dev.Close()
 	_ = errors.New
 }
+
+// TestTCPUnreachable: when the handler says the host or network is unreachable, the
+// application's connect fails with that error (an ICMP unreachable quoting its SYN),
+// at once, not with "connection refused" and not after a timeout.
+func TestTCPUnreachable(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		dst  string
+		want string
+	}{
+		{syscall.EHOSTUNREACH, "198.51.100.9:80", "no route to host"},
+		{syscall.ENETUNREACH, "[2001:db8::9]:80", "unreachable"},
+	} {
+		r := newRig(t, &fakeHandler{tcpTarget: func(netip.AddrPort) (string, error) { return "", c.err }})
+		start := time.Now()
+		_, err := r.app.DialContextTCPAddrPort(ctx5(t), netip.MustParseAddrPort(c.dst))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.dst, err, c.want)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: took %v", c.dst, d)
+		}
+	}
+}

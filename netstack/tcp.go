@@ -24,9 +24,14 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
 	conn, err := s.handler.DialTCP(ctx, src, dst)
 	cancel()
+	seq, haveSeq := s.syns.take(flowKey{src, dst})
 	if err != nil {
 		s.tcpRefused.Add(1)
 		s.log.Debug("tcp dial failed", zap.Stringer("src", src), zap.Stringer("dst", dst), zap.Error(err))
+		if kind := kindOf(err); kind != rst && haveSeq && s.sendUnreachable(flowKey{src, dst}, seq, kind) == nil {
+			r.Complete(false) // the ICMP error ends the application's connect
+			return
+		}
 		r.Complete(true) // RST: the application sees ECONNREFUSED at once
 		return
 	}

@@ -306,6 +306,19 @@ check_refused_fast() {
 	[ "$rc" != 0 ] && [ "$dt" -lt 2000 ] && grep -Eq "Connection refused|Couldn't connect" <<<"$out"
 }
 
+# check_unreachable: a host the phone cannot reach (no one answers ARP on its link)
+# makes connect fail with "No route to host" — the ICMP unreachable tetherd sends in
+# answer to the SYN — not "Connection refused", and not after a long timeout.
+check_unreachable() {
+	need_up || return 1
+	local t0 dt out rc=0
+	t0=$(tt_now_ms)
+	out=$(in_laptop timeout 15 bash -c 'exec 3<>/dev/tcp/198.51.100.99/80' 2>&1) || rc=$?
+	dt=$(($(tt_now_ms) - t0))
+	echo "connect exit $rc after $dt ms: $out"
+	[ "$rc" != 0 ] && [ "$dt" -lt 10000 ] && grep -q "No route to host" <<<"$out"
+}
+
 check_halfclose() {
 	need_up || return 1
 	in_laptop "$TT_INTERNETD" -halfclose-client "$1" -bytes 1000000 -timeout 20s
@@ -635,6 +648,7 @@ check "UDP echo over IPv4, 50 x 1200 bytes" check_udp_echo "$TT_INET_IP4:7"
 check "UDP echo over IPv6, 50 x 1200 bytes" check_udp_echo "[$TT_INET_IP6]:7"
 check "iperf3 UDP 20 Mbit/s for 3 s: < 0.5 % lost" check_iperf3_udp
 check "refused port (curl http://$TT_INET_IP4:81/) fails in < 2 s" check_refused_fast
+check "unreachable host (198.51.100.99): connect fails with 'No route to host'" check_unreachable
 check "half-close over IPv4: 1 MB, shutdown(SHUT_WR), then 'got N bytes'" check_halfclose "$TT_INET_IP4:7001"
 check "half-close over IPv6" check_halfclose "[$TT_INET_IP6]:7001"
 check "ping through the peer, IPv4 and IPv6" check_ping
