@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tetherd/tetherd/internal/fsutil"
 	"github.com/tetherd/tetherd/transport"
 	"github.com/tetherd/tetherd/transport/wire"
 )
@@ -504,28 +505,10 @@ func checkHost(h string) error {
 	if _, err := netip.ParseAddr(bare); err == nil {
 		return nil
 	}
-	if !validDNSName(strings.TrimSuffix(h, ".")) {
+	if !fsutil.ValidDNSName(strings.TrimSuffix(h, ".")) {
 		return fmt.Errorf("%q is neither an IP address nor a host name", h)
 	}
 	return nil
-}
-
-func validDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // checkPath accepts an absolute URL path of plain segments that does not collide with

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/tetherd/tetherd/internal/fsutil"
 )
 
 // TokenFileName is the name of the generated token's file in the state directory.
@@ -50,7 +52,7 @@ func LoadOrCreateToken(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create state directory: %w", err)
 	}
-	if err := writeFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write token: %w", err)
 	}
 	return t, nil
@@ -84,35 +86,6 @@ func readPrivateFile(path, what string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s is larger than %v", what, path, Size(max))
 	}
 	return b, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path with mode perm and
-// renames it over path.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // shellQuote quotes path for a POSIX shell when it needs quoting.

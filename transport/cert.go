@@ -24,6 +24,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/tetherd/tetherd/internal/fsutil"
 )
 
 // File names of the server identity inside the directory given to
@@ -89,7 +91,7 @@ func LoadOrCreateCertificate(dir string, hosts []string) (tls.Certificate, error
 		if err != nil {
 			return tls.Certificate{}, err
 		}
-		if err := certWriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 			return tls.Certificate{}, fmt.Errorf("transport: write certificate: %w", err)
 		}
 		return certKeyPair(certPEM, keyPEM, certPath, keyPath)
@@ -113,10 +115,10 @@ func LoadOrCreateCertificate(dir string, hosts []string) (tls.Certificate, error
 		}
 		// Key first: a crash before the certificate is written is repaired
 		// by the key-without-certificate case above.
-		if err := certWriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 			return tls.Certificate{}, fmt.Errorf("transport: write key: %w", err)
 		}
-		if err := certWriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 			return tls.Certificate{}, fmt.Errorf("transport: write certificate: %w", err)
 		}
 		return certKeyPair(certPEM, keyPEM, certPath, keyPath)
@@ -201,7 +203,7 @@ func certSANs(hosts []string) ([]net.IP, []string, error) {
 			continue
 		}
 		name := strings.ToLower(strings.TrimSuffix(h, "."))
-		if !certValidDNSName(name) {
+		if !fsutil.ValidDNSName(name) {
 			return nil, nil, fmt.Errorf("transport: certificate host %q is neither an IP address nor a DNS name", h)
 		}
 		if !seenName[name] {
@@ -210,31 +212,6 @@ func certSANs(hosts []string) ([]net.IP, []string, error) {
 		}
 	}
 	return ips, names, nil
-}
-
-// certValidDNSName reports whether s looks like a DNS name: dot-separated
-// labels of ASCII letters, digits, '-' and '_', optionally starting with a
-// "*." wildcard.
-func certValidDNSName(s string) bool {
-	s = strings.TrimPrefix(s, "*.")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			switch {
-			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-			case c == '-', c == '_':
-			default:
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // certSelfSignedPEM issues the self-signed server certificate for key.
@@ -293,45 +270,6 @@ func certParseKeyPEM(data []byte) (crypto.Signer, error) {
 		}
 		return signer, nil
 	}
-}
-
-// certWriteFileAtomic writes data to a temporary file in path's directory with
-// mode perm, syncs it and renames it over path.
-func certWriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	// CreateTemp already uses 0600; Chmod sets exactly perm regardless of
-	// umask.
-	if err = f.Chmod(perm); err != nil && runtime.GOOS != "windows" {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	// Best effort: make the rename itself durable.
-	if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
 
 // certShellQuote quotes path for a POSIX shell when it needs quoting.
