@@ -30,6 +30,8 @@ func Pair(t testing.TB, addrs ...netip.Addr) (tun.Device, *netstack.Net) {
 		bufs := [][]byte{make([]byte, 65536)}
 		sizes := []int{0}
 		for {
+			// Keep draining the application's queue until it is closed, also after
+			// the device was: an application stack that cannot send blocks.
 			n, err := appDev.Read(bufs, sizes, 0)
 			if err != nil {
 				return
@@ -37,8 +39,7 @@ func Pair(t testing.TB, addrs ...netip.Addr) (tun.Device, *netstack.Net) {
 			for i := 0; i < n; i++ {
 				select {
 				case q.in <- append([]byte(nil), bufs[i][:sizes[i]]...):
-				case <-q.closed:
-					return
+				case <-q.closed: // the device is gone: dropped, as by a kernel
 				}
 			}
 		}
