@@ -215,3 +215,22 @@ func TestClientWrongToken(t *testing.T) {
 		t.Error("TUN left open")
 	}
 }
+
+// TestDNSDestinations: which flows go to the peer's resolver.
+func TestDNSDestinations(t *testing.T) {
+	c := &Client{opts: ClientOptions{DNS: []netip.Addr{dnsV4}}}
+	resolver := "dns.tether.invalid:53"
+	for dst, want := range map[string]string{
+		"10.255.77.2:53":  resolver,          // the tunnel's resolver address
+		"10.255.77.2:853": "10.255.77.2:853", // not DNS
+		"192.0.2.1:53":    "192.0.2.1:53",    // another resolver: passed on as asked
+	} {
+		if got, _ := c.dest(netip.MustParseAddrPort(dst)); got.String() != want {
+			t.Errorf("dest(%s) = %s, want %s", dst, got, want)
+		}
+	}
+	c.opts.HijackDNS = true
+	if got, _ := c.dest(netip.MustParseAddrPort("192.0.2.1:53")); got.String() != resolver {
+		t.Errorf("with HijackDNS: %s", got)
+	}
+}

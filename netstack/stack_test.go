@@ -483,3 +483,37 @@ func TestTCPUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestUDPTableEvictsOldest: a full association table makes room by ending the
+// association idle the longest.
+func TestUDPTableEvictsOldest(t *testing.T) {
+	echo, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer echo.Close()
+	dev, app := tuntest.Pair(t, appV4)
+	st, err := New(dev, &fakeHandler{udpTarget: echo.LocalAddr().String()}, Options{MaxUDP: 2, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	dst := netip.MustParseAddrPort("198.51.100.1:9")
+	for port := uint16(41000); port < 41003; port++ {
+		c, err := app.DialUDPAddrPort(netip.AddrPortFrom(appV4, port), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("x"))
+		c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for st.Stats().UDPTotal < uint64(port-40999) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(5 * time.Millisecond) // distinct lastUsed times
+	}
+	st.udp.mu.Lock()
+	_, first := st.udp.m[netip.AddrPortFrom(appV4, 41000)]
+	n := len(st.udp.m)
+	st.udp.mu.Unlock()
+	if n != 2 || first {
+		t.Fatalf("table holds %d associations, oldest still there: %v", n, first)
+	}
+}
