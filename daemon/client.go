@@ -103,20 +103,41 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			cur.Close()
 		}
 	}()
+	var draining []*transport.Session // sessions the peer is taking down gracefully
+	defer func() {
+		for _, d := range draining {
+			d.Close()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.Done():
+			c.log.Warn("tunnel lost; reconnecting", zap.Error(s.Err()))
+			s.Close()
+		case <-s.GoingAway():
+			// The peer is shutting down gracefully: its open streams finish on
+			// the old session while new flows go to a new one at once.
+			c.log.Info("peer is going away; opening a new session")
+			draining = append(draining, s)
 		}
-		c.log.Warn("tunnel lost; reconnecting", zap.Error(s.Err()))
-		s.Close()
 		c.setSession(nil)
 		if s = c.reconnect(ctx); s == nil {
 			return nil
 		}
 		c.setSession(s)
 		c.log.Info("tunnel is up again")
+		live := draining[:0]
+		for _, d := range draining {
+			select {
+			case <-d.Done():
+				d.Close()
+			default:
+				live = append(live, d)
+			}
+		}
+		draining = live
 	}
 }
 

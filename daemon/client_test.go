@@ -4,9 +4,11 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,5 +234,77 @@ func TestDNSDestinations(t *testing.T) {
 	c.opts.HijackDNS = true
 	if got, _ := c.dest(netip.MustParseAddrPort("192.0.2.1:53")); got.String() != resolver {
 		t.Errorf("with HijackDNS: %s", got)
+	}
+}
+
+// TestClientMovesOnGoAway: when the peer shuts down gracefully (a restart), new flows
+// go to a new session at once while an open flow finishes on the old one.
+func TestClientMovesOnGoAway(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	newPeer := func() *transport.Server {
+		return &transport.Server{Logger: zaptest.NewLogger(t), Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", echo.Addr().String())
+		}}
+	}
+	var cur atomic.Pointer[transport.Server]
+	old := newPeer()
+	cur.Store(old)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { cur.Load().ServeHTTP(w, r) }))
+	defer hs.Close()
+	p := &peerRig{srv: old, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/tether"}
+	c, app := startClient(t, p, "")
+	flow, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	first, _ := c.Session(ctx10(t))
+
+	next := newPeer()
+	defer next.Close()
+	cur.Store(next) // the restarted peer answers new sessions
+	shut := make(chan error, 1)
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { shut <- old.Shutdown(sctx) }()
+
+	start := time.Now()
+	for {
+		if s, _ := c.Session(ctx10(t)); s != nil && s != first {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("no new session within 5 s of GOAWAY")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.8:80"))
+	if err != nil {
+		t.Fatalf("new flow during the peer's shutdown: %v", err)
+	}
+	nc.Close()
+	// The old flow still works until it ends; then the old peer finishes.
+	flow.Write([]byte("z"))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(flow, b); err != nil {
+		t.Fatalf("old flow broke during the graceful shutdown: %v", err)
+	}
+	flow.Close()
+	if err := <-shut; err != nil {
+		t.Fatalf("old peer's Shutdown: %v", err)
 	}
 }

@@ -248,6 +248,14 @@ func (a *Association) Close() error {
 	return nil
 }
 
+// reset ends the association on both sides with code.
+func (a *Association) reset(code wire.Code, reason string) {
+	a.fail(&StreamError{Code: code, Reason: reason})
+	r := wire.Reset{Code: code, Reason: reason}
+	_ = a.s.queuePri(func(b []byte) []byte { return wire.AppendReset(b, a.sid, r) })
+	a.removeFromTable()
+}
+
 // LocalAddr returns the address of the peer's socket when known, else the destination.
 func (a *Association) LocalAddr() net.Addr {
 	a.mu.Lock()

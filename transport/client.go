@@ -285,6 +285,10 @@ func (c *Session) Stats() Stats { return c.s.Stats() }
 // Done returns a channel that is closed when the session has ended.
 func (c *Session) Done() <-chan struct{} { return c.s.done }
 
+// GoingAway returns a channel that is closed when the peer announced a graceful
+// shutdown (GOAWAY): open streams finish, new ones must go to a new session.
+func (c *Session) GoingAway() <-chan struct{} { return c.s.goAwayRecv }
+
 // Err returns why the session ended: nil while it runs and after a clean close.
 func (c *Session) Err() error { return c.s.Err() }
 

@@ -94,6 +94,7 @@ type session struct {
 	goingAway     bool // this side sent GOAWAY
 	remoteGoAway  bool // the other side sent GOAWAY
 	goAwayDone    chan struct{}
+	goAwayRecv    chan struct{} // closed when the other side sent GOAWAY
 	peerSettings  chan struct{} // closed when the other side's SETTINGS arrived
 	peerWindow    uint32
 	peerMaxFrame  uint32
@@ -137,6 +138,7 @@ func newSession(conn *websocket.Conn, client bool, cfg Config, log *zap.Logger) 
 		entries:       make(map[uint32]entry),
 		peerSettings:  make(chan struct{}),
 		goAwayDone:    make(chan struct{}),
+		goAwayRecv:    make(chan struct{}),
 		done:          make(chan struct{}),
 		pingSent:      make(map[[8]byte]time.Time),
 		pingWait:      make(map[[8]byte]chan time.Duration),
@@ -601,7 +603,10 @@ func (s *session) handle(h wire.Header, p []byte) error {
 		}
 		s.log.Info("peer is going away", zap.Stringer("code", g.Code), zap.String("reason", g.Reason))
 		s.mu.Lock()
-		s.remoteGoAway = true
+		if !s.remoteGoAway {
+			s.remoteGoAway = true
+			close(s.goAwayRecv)
+		}
 		s.mu.Unlock()
 		s.maybeFinishGoAway()
 		return nil
@@ -882,6 +887,7 @@ func (s *session) goAway(ctx context.Context, reason string) error {
 		if err := s.queuePri(func(b []byte) []byte { return wire.AppendGoAway(b, g) }); err != nil {
 			return err
 		}
+		s.endAssociations()
 	}
 	s.maybeFinishGoAway()
 	select {
@@ -894,6 +900,23 @@ func (s *session) goAway(ctx context.Context, reason string) error {
 	case <-ctx.Done():
 		s.close(&SessionError{Reason: "shutdown deadline passed with streams still open"})
 		return ctx.Err()
+	}
+}
+
+// endAssociations resets every datagram association: unlike a TCP stream, an
+// association has no end of its own to wait for, and the other side reopens it on its
+// next session.
+func (s *session) endAssociations() {
+	s.mu.Lock()
+	var list []*Association
+	for _, e := range s.entries {
+		if a, ok := e.(*Association); ok {
+			list = append(list, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range list {
+		a.reset(wire.CodeGoingAway, "session going away")
 	}
 }
 

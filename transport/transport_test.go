@@ -802,3 +802,35 @@ func TestICMPEcho(t *testing.T) {
 		t.Fatalf("echo reply %x from %v, %v", buf[:n], from, err)
 	}
 }
+
+// TestGoAwayEndsAssociations: a graceful shutdown does not wait for idle datagram
+// associations (they have no end of their own); they are reset at once.
+func TestGoAwayEndsAssociations(t *testing.T) {
+	h := newHarness(t, nil)
+	s := h.dial(nil)
+	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+	defer pc.Close()
+	a, err := s.OpenUDP(ctxT(t), wire.AddrFromAddrPort(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	start := time.Now()
+	if err := h.srv.Shutdown(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Shutdown waited %v for an idle association", d)
+	}
+	select {
+	case <-s.GoingAway():
+	default:
+		t.Error("GoingAway not closed")
+	}
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = a.ReadFrom(make([]byte, 10))
+	var se *StreamError
+	if !errors.As(err, &se) && !errors.Is(err, ErrSessionClosed) {
+		t.Fatalf("association after GOAWAY: %v", err)
+	}
+}
