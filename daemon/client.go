@@ -35,6 +35,8 @@ type ClientOptions struct {
 	// SessionWait is how long a new connection waits for the tunnel while it is
 	// reconnecting before it fails. Default 5 s.
 	SessionWait time.Duration
+	// PeerName and TUNName are shown by Status (give the peer URI redacted).
+	PeerName, TUNName string
 	// Netstack holds the netstack's options (its Logger is set from Logger).
 	Netstack netstack.Options
 	// Logger receives the client's logs; nil discards them.
@@ -51,6 +53,7 @@ type Client struct {
 	cur     *transport.Session
 	changed chan struct{} // closed and replaced whenever cur changes
 	stack   *netstack.Stack
+	status  statusState
 }
 
 // NewClient checks opts and returns a client; Run starts it.
@@ -80,6 +83,9 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		return err
 	}
 	c.setSession(s)
+	c.status.mu.Lock()
+	c.status.connectedSince = time.Now()
+	c.status.mu.Unlock()
 	nsOpts := c.opts.Netstack
 	nsOpts.Logger = c.log.Named("netstack")
 	st, err := netstack.New(c.opts.TUN, handler{c}, nsOpts)
@@ -109,13 +115,19 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			d.Close()
 		}
 	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case now := <-tick.C:
+			c.sampleRates(now)
+			continue
 		case <-s.Done():
 			c.log.Warn("tunnel lost; reconnecting", zap.Error(s.Err()))
 			s.Close()
+			c.sessionEnded(s)
 		case <-s.GoingAway():
 			// The peer is shutting down gracefully: its open streams finish on
 			// the old session while new flows go to a new one at once.
@@ -127,12 +139,17 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			return nil
 		}
 		c.setSession(s)
+		c.status.mu.Lock()
+		c.status.connectedSince = time.Now()
+		c.status.reconnects++
+		c.status.mu.Unlock()
 		c.log.Info("tunnel is up again")
 		live := draining[:0]
 		for _, d := range draining {
 			select {
 			case <-d.Done():
 				d.Close()
+				c.sessionEnded(d)
 			default:
 				live = append(live, d)
 			}

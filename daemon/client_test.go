@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -306,5 +307,52 @@ func TestClientMovesOnGoAway(t *testing.T) {
 	flow.Close()
 	if err := <-shut; err != nil {
 		t.Fatalf("old peer's Shutdown: %v", err)
+	}
+}
+
+// TestClientStatus: the status reports the session, traffic and open flows, over the
+// control socket too.
+func TestClientStatus(t *testing.T) {
+	p := newPeerRig(t, "")
+	c, app := startClient(t, p, "")
+	flow, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	flow.Write(make([]byte, 100000))
+	io.ReadFull(flow, make([]byte, 100000))
+
+	sock := t.TempDir() + "/control.sock"
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- c.ServeControl(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	}()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("http://tetherd/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st Status
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "connected" || st.ConnectedSince.IsZero() || st.TCPFlows != 1 || st.BytesUp < 100000 || st.BytesDown < 100000 {
+		t.Fatalf("status %+v", st)
 	}
 }

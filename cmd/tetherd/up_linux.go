@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"go.uber.org/zap"
@@ -103,12 +105,41 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		},
 		DNS:       cs.DNSServers,
 		HijackDNS: cfg.DNS.Hijack,
+		PeerName:  peer.Redacted(),
+		TUNName:   name,
 		Logger:    log,
 	})
 	if err != nil {
 		dev.Close()
 		return err
 	}
+	// The control socket for `tetherd status`, root only: the journal directory is
+	// 0700, and the socket itself 0600.
+	sock := filepath.Join(cfg.JournalDir, controlSocket)
+	_ = os.Remove(sock) // left by a crashed up; the journal lock says no other up runs
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		dev.Close()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		dev.Close()
+		return err
+	}
+	ctlCtx, stopCtl := context.WithCancel(ctx)
+	ctlDone := make(chan struct{})
+	go func() {
+		defer close(ctlDone)
+		if err := client.ServeControl(ctlCtx, ln); err != nil {
+			log.Warn("control socket", zap.Error(err))
+		}
+	}()
+	defer func() {
+		stopCtl()
+		<-ctlDone
+		_ = os.Remove(sock)
+	}()
 	err = client.Run(ctx, func() {
 		log.Info("tunnel is up", zap.String("peer", peer.Redacted()), zap.String("tun", name))
 	})
