@@ -35,6 +35,7 @@ func commands() []command {
 	return []command{
 		{"up", "bring the tunnel up: route all traffic through the peer (root)", runUp},
 		{"down", "restore routes and DNS after a 'tetherd up' that crashed", runDown},
+		{"status", "show what the running 'tetherd up' is doing", runStatus},
 		{"serve", "run the peer: share this machine's network with tetherd clients", runServe},
 		{"version", "print the version", runVersion},
 	}
