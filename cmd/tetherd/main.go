@@ -37,6 +37,8 @@ func commands() []command {
 		{"down", "restore routes and DNS after a 'tetherd up' that crashed", runDown},
 		{"status", "show what the running 'tetherd up' is doing", runStatus},
 		{"serve", "run the peer: share this machine's network with tetherd clients", runServe},
+		{"install", "run 'tetherd up' as a system service at boot (root)", runInstall},
+		{"uninstall", "stop and remove the system service (root)", runUninstall},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -142,7 +142,11 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	}()
 	err = client.Run(ctx, func() {
 		log.Info("tunnel is up", zap.String("peer", peer.Redacted()), zap.String("tun", name))
+		if nerr := linux.Notify("READY=1"); nerr != nil { // systemd Type=notify
+			log.Warn("systemd notification failed", zap.Error(nerr))
+		}
 	})
+	_ = linux.Notify("STOPPING=1")
 	if err == nil {
 		log.Info("shutting down: restoring routes and DNS")
 	}
