@@ -148,8 +148,9 @@ show_ip laptop rule
 show_ip laptop route show table 7170
 show_ip laptop -6 route show table 7170
 if tt_has_command status; then
-	printf '%s   [laptop] $ tetherd status%s\n' "$G" "$N"
-	ip netns exec "$LAPTOP" "$TT_TETHERD" status 2>&1 | sed 's/^/     /' || true
+	printf '%s   [laptop] $ sudo tetherd status%s\n' "$G" "$N"
+	sleep 1 # let it measure a rate
+	ip netns exec "$LAPTOP" "$TT_TETHERD" status --config "$CFG" 2>&1 | sed 's/^/     /' || true
 else
 	echo "   ${D}(this tetherd has no 'status' command yet)${N}"
 fi

@@ -783,6 +783,7 @@ func (s *session) keepaliveLoop() {
 		}
 		return
 	}
+	_, _ = s.sendPing() // measure the RTT right away, not one interval later
 	t := time.NewTicker(s.cfg.KeepAlive)
 	defer t.Stop()
 	for {
