@@ -374,14 +374,28 @@ func TestPingForwarded(t *testing.T) {
 		if pair[1].Is6() {
 			req[0] = 128
 		}
+		// wireguard-go's PingConn.Read waits for a readiness event without first
+		// checking for data already queued, so a reply faster than the call to
+		// Read would be missed: read first, then send.
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 100)
+		type result struct {
+			n   int
+			err error
+		}
+		got := make(chan result, 1)
+		go func() {
+			n, err := pc.Read(buf)
+			got <- result{n, err}
+		}()
+		time.Sleep(50 * time.Millisecond)
 		if _, err := pc.Write(req); err != nil {
 			t.Fatal(err)
 		}
-		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, 100)
-		n, err := pc.Read(buf)
+		res := <-got
+		n, err := res.n, res.err
 		if err != nil || n < 10 || string(buf[8:n]) != "hi" {
-			t.Fatalf("%v: reply %x, %v", pair[1], buf[:n], err)
+			t.Fatalf("%v: reply %x, %v (stats %+v)", pair[1], buf[:n], err, r.st.Stats())
 		}
 		pc.Close()
 	}
