@@ -356,3 +356,58 @@ func TestClientStatus(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestTwoClientsSideBySide: two clients with their own devices and peers run in one
+// process without sharing anything: each carries its own flows, and stopping one
+// leaves the other working.
+func TestTwoClientsSideBySide(t *testing.T) {
+	p1, p2 := newPeerRig(t, "one"), newPeerRig(t, "two")
+	run := func(p *peerRig, token string) (*wgnetstack.Net, context.CancelFunc, chan error) {
+		dev, app := tuntest.Pair(t, appV4)
+		c, err := NewClient(ClientOptions{TUN: dev, Dial: func(ctx context.Context) (*transport.Session, error) {
+			return transport.Dial(ctx, p.url, &transport.DialOptions{Token: token})
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		ready, done := make(chan struct{}), make(chan error, 1)
+		go func() { done <- c.Run(ctx, func() { close(ready) }) }()
+		select {
+		case <-ready:
+		case err := <-done:
+			t.Fatal(err)
+		}
+		return app, cancel, done
+	}
+	app1, stop1, done1 := run(p1, "one")
+	app2, stop2, done2 := run(p2, "two")
+	defer func() { stop2(); <-done2 }()
+	echoOnce := func(app *wgnetstack.Net) error {
+		c, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.Write([]byte("ping"))
+		b := make([]byte, 4)
+		_, err = io.ReadFull(c, b)
+		return err
+	}
+	if err := echoOnce(app1); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoOnce(app2); err != nil {
+		t.Fatal(err)
+	}
+	if p1.srv.Sessions() != 1 || p2.srv.Sessions() != 1 {
+		t.Fatalf("sessions: %d and %d, want one each", p1.srv.Sessions(), p2.srv.Sessions())
+	}
+	stop1()
+	if err := <-done1; err != nil {
+		t.Fatal(err)
+	}
+	if err := echoOnce(app2); err != nil {
+		t.Fatalf("second client after the first stopped: %v", err)
+	}
+}
