@@ -32,6 +32,10 @@ type ClientOptions struct {
 	// HijackDNS sends every port-53 query to the peer's resolver, whatever its
 	// destination.
 	HijackDNS bool
+	// NetworkChanged, if set, signals that the machine's links or routes changed
+	// (netlink events on Linux): a lost session is redialed at once instead of after
+	// its backoff, and a live one is probed.
+	NetworkChanged <-chan struct{}
 	// SessionWait is how long a new connection waits for the tunnel while it is
 	// reconnecting before it fails. Default 5 s.
 	SessionWait time.Duration
@@ -72,25 +76,38 @@ func NewClient(opts ClientOptions) (*Client, error) {
 }
 
 // Run connects to the peer, starts the netstack and calls ready (if not nil); then it
-// keeps the tunnel up until ctx is done. It returns at once with the error of the first
-// connection attempt when that fails (a wrong token, a wrong pin, an unreachable peer),
-// so the caller can report it and restore the system; later losses are reconnected
-// with exponential backoff. When Run returns, the netstack and the TUN are closed.
+// keeps the tunnel up until ctx is done. It returns at once when the first connection
+// attempt fails for good (a rejected token, a pin mismatch, another protocol version:
+// see transport.Permanent), so the caller can report it and restore the system. When
+// the peer is only unreachable — no network yet, the phone away — it starts anyway
+// and connects when it can; later losses are reconnected with exponential backoff, at
+// once when NetworkChanged fires. When Run returns, the netstack and the TUN are
+// closed.
 func (c *Client) Run(ctx context.Context, ready func()) error {
 	s, err := c.opts.Dial(ctx)
 	if err != nil {
-		c.opts.TUN.Close()
-		return err
+		if transport.Permanent(err) || ctx.Err() != nil {
+			c.opts.TUN.Close()
+			return err
+		}
+		c.log.Warn("the peer is not reachable yet; connecting when it is", zap.Error(err))
+		c.status.mu.Lock()
+		c.status.lastError = err.Error()
+		c.status.mu.Unlock()
+		s = nil
+	} else {
+		c.setSession(s)
+		c.status.mu.Lock()
+		c.status.connectedSince = time.Now()
+		c.status.mu.Unlock()
 	}
-	c.setSession(s)
-	c.status.mu.Lock()
-	c.status.connectedSince = time.Now()
-	c.status.mu.Unlock()
 	nsOpts := c.opts.Netstack
 	nsOpts.Logger = c.log.Named("netstack")
 	st, err := netstack.New(c.opts.TUN, handler{c}, nsOpts)
 	if err != nil {
-		s.Close()
+		if s != nil {
+			s.Close()
+		}
 		c.opts.TUN.Close()
 		return err
 	}
@@ -100,6 +117,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	if ready != nil {
 		ready()
 	}
+	var draining []*transport.Session // sessions the peer is taking down gracefully
 	defer func() {
 		st.Close()
 		c.mu.Lock()
@@ -108,22 +126,56 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		if cur != nil {
 			cur.Close()
 		}
-	}()
-	var draining []*transport.Session // sessions the peer is taking down gracefully
-	defer func() {
 		for _, d := range draining {
 			d.Close()
 		}
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	hadSession := s != nil
 	for {
+		if s == nil {
+			if s = c.reconnect(ctx); s == nil {
+				return nil
+			}
+			c.setSession(s)
+			c.status.mu.Lock()
+			c.status.connectedSince = time.Now()
+			if hadSession {
+				c.status.reconnects++
+			}
+			c.status.mu.Unlock()
+			hadSession = true
+			c.log.Info("tunnel is connected")
+			live := draining[:0]
+			for _, d := range draining {
+				select {
+				case <-d.Done():
+					d.Close()
+					c.sessionEnded(d)
+				default:
+					live = append(live, d)
+				}
+			}
+			draining = live
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
 			c.sampleRates(now)
 			continue
+		case <-c.opts.NetworkChanged:
+			// The path may have changed under the session: check it answers.
+			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_, err := s.Ping(pctx)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				continue
+			}
+			c.log.Info("network changed and the peer does not answer; reconnecting", zap.Error(err))
+			s.Close()
+			c.sessionEnded(s)
 		case <-s.Done():
 			c.log.Warn("tunnel lost; reconnecting", zap.Error(s.Err()))
 			s.Close()
@@ -135,26 +187,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			draining = append(draining, s)
 		}
 		c.setSession(nil)
-		if s = c.reconnect(ctx); s == nil {
-			return nil
-		}
-		c.setSession(s)
-		c.status.mu.Lock()
-		c.status.connectedSince = time.Now()
-		c.status.reconnects++
-		c.status.mu.Unlock()
-		c.log.Info("tunnel is up again")
-		live := draining[:0]
-		for _, d := range draining {
-			select {
-			case <-d.Done():
-				d.Close()
-				c.sessionEnded(d)
-			default:
-				live = append(live, d)
-			}
-		}
-		draining = live
+		s = nil
 	}
 }
 
@@ -174,12 +207,20 @@ func (c *Client) reconnect(ctx context.Context) *transport.Session {
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		c.log.Info("reconnect failed", zap.Int("attempt", attempt), zap.Duration("retry_in", wait), zap.Error(err))
+		c.status.mu.Lock()
+		c.status.lastError = err.Error()
+		c.status.mu.Unlock()
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(wait):
+		case <-t.C:
+			backoff = min(2*backoff, 5*time.Second)
+		case <-c.opts.NetworkChanged:
+			t.Stop()
+			backoff = 250 * time.Millisecond // a new network: try at once
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -411,3 +411,83 @@ func TestTwoClientsSideBySide(t *testing.T) {
 		t.Fatalf("second client after the first stopped: %v", err)
 	}
 }
+
+// TestClientStartsWithoutPeer: with the peer unreachable at start the client still
+// starts (new flows fail fast meanwhile), connects once the peer appears, and a
+// network change cuts the reconnect backoff short.
+func TestClientStartsWithoutPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nobody listens there yet
+
+	netChanged := make(chan struct{}, 1)
+	dev, app := tuntest.Pair(t, appV4)
+	c, err := NewClient(ClientOptions{
+		TUN: dev,
+		Dial: func(ctx context.Context) (*transport.Session, error) {
+			return transport.Dial(ctx, "ws://"+addr+"/tether", nil)
+		},
+		NetworkChanged: netChanged,
+		SessionWait:    200 * time.Millisecond,
+		Logger:         zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- c.Run(ctx, func() { close(ready) }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run gave up on an unreachable peer: %v", err)
+	}
+	if st := c.Status(); st.State != "reconnecting" || st.LastError == "" {
+		t.Fatalf("status while the peer is away: %+v", st)
+	}
+	if _, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80")); err == nil {
+		t.Fatal("a flow opened with no tunnel")
+	}
+	// Let the backoff grow, then bring the peer up and signal a network change.
+	time.Sleep(6 * time.Second)
+	p := newPeerRigAt(t, addr)
+	_ = p
+	netChanged <- struct{}{}
+	start := time.Now()
+	for c.Status().State != "connected" {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("not connected %v after the network change (backoff not cut short)", time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+}
+
+// newPeerRigAt is newPeerRig listening on addr.
+func newPeerRigAt(t *testing.T, addr string) *peerRig {
+	t.Helper()
+	p := newPeerRig(t, "")
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(p.srv)
+	hs.Listener.Close()
+	hs.Listener = ln
+	hs.Start()
+	t.Cleanup(hs.Close)
+	return &peerRig{srv: p.srv, url: "ws://" + addr + "/tether"}
+}

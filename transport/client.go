@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -62,7 +61,7 @@ func Dial(ctx context.Context, uri string, opts *DialOptions) (_ *Session, err e
 	}
 	u, err := ParsePeerURI(uri)
 	if err != nil {
-		return nil, err
+		return nil, uriError{err}
 	}
 	if o.Token == "" {
 		o.Token = u.Token
@@ -158,7 +157,7 @@ func Dial(ctx context.Context, uri string, opts *DialOptions) (_ *Session, err e
 	}
 	if conn.Subprotocol() != wire.Subprotocol {
 		conn.Close(websocket.StatusProtocolError, "client speaks "+wire.Subprotocol)
-		return nil, fmt.Errorf("peer does not speak %s (it selected subprotocol %q)", wire.Subprotocol, conn.Subprotocol())
+		return nil, fmt.Errorf("%w: peer does not speak %s (it selected subprotocol %q)", ErrVersionMismatch, wire.Subprotocol, conn.Subprotocol())
 	}
 	s := newSession(conn, true, cfg, log)
 	corkMu.Lock()
@@ -191,9 +190,9 @@ func upgradeError(resp *http.Response, err error) error {
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		return errors.New("peer rejected the token (HTTP 401): check the token in the peer URI")
+		return fmt.Errorf("%w (HTTP 401): check the token in the peer URI", ErrUnauthorized)
 	case http.StatusUpgradeRequired:
-		return fmt.Errorf("protocol version mismatch (HTTP 426): %s", body)
+		return fmt.Errorf("%w (HTTP 426): %s", ErrVersionMismatch, body)
 	case http.StatusTooManyRequests:
 		return fmt.Errorf("peer is rate-limiting this client (HTTP 429): %s", body)
 	}

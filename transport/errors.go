@@ -16,10 +16,29 @@ var (
 	// ErrGoingAway is returned by Open on a session that is shutting down: open the
 	// stream on a new session.
 	ErrGoingAway = errors.New("transport: session is going away")
+	// ErrUnauthorized is returned by Dial when the peer rejected the token.
+	ErrUnauthorized = errors.New("peer rejected the token")
+	// ErrVersionMismatch is returned by Dial when the peer does not speak tether.v1.
+	ErrVersionMismatch = errors.New("protocol version mismatch")
 	// ErrTimeout is returned when a stream deadline passes; it satisfies
 	// os.ErrDeadlineExceeded's Timeout() contract.
 	ErrTimeout error = timeoutError{}
 )
+
+// Permanent reports whether a Dial error will not go away by retrying: a rejected
+// token, a certificate that does not match the pin, another protocol version, or a
+// malformed peer URI. Network errors are not permanent.
+func Permanent(err error) bool {
+	var pm *PinMismatchError
+	var ue uriError
+	return errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrVersionMismatch) ||
+		errors.As(err, &pm) || errors.As(err, &ue)
+}
+
+// uriError marks a malformed peer URI without changing its message.
+type uriError struct{ error }
+
+func (e uriError) Unwrap() error { return e.error }
 
 type timeoutError struct{}
 
