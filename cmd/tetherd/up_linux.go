@@ -93,8 +93,19 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		}
 		return nil, firstErr
 	}
+	// Links, addresses and main-table routes changing (Wi-Fi roaming, a cable, the
+	// hotspot coming back) make the client reconnect at once instead of after its
+	// backoff.
+	var netChanged <-chan struct{}
+	if w, werr := linux.WatchNetwork(linux.WatchOptions{Ignore: name}); werr != nil {
+		log.Warn("not watching the network for changes", zap.Error(werr))
+	} else {
+		defer w.Close()
+		netChanged = w.C()
+	}
 	client, err := daemon.NewClient(daemon.ClientOptions{
-		TUN: dev,
+		TUN:            dev,
+		NetworkChanged: netChanged,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
 			return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
 				Token:          token,
