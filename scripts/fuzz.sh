@@ -73,8 +73,25 @@ for dir in $dirs; do
 		if [ -n "$limit" ]; then
 			cmd=(timeout -k 30 "$limit" "${cmd[@]}")
 		fi
-		rc=0
-		"${cmd[@]}" || rc=$?
+		# Go's fuzzer sometimes ends a time-limited run with only "context deadline
+		# exceeded" when its deadline passes while a worker is busy (a loaded
+		# machine); no input failed then, and no crasher is written. Such a run is
+		# retried once, and counts as passed if it happens again without a crasher.
+		crashdir="$pkg/testdata/fuzz/$name"
+		before=$({ ls "$crashdir" 2>/dev/null || true; } | wc -l)
+		for attempt in 1 2; do
+			rc=0
+			out=$("${cmd[@]}" 2>&1) || rc=$?
+			printf '%s\n' "$out"
+			after=$({ ls "$crashdir" 2>/dev/null || true; } | wc -l)
+			if [ "$rc" -ne 0 ] && [ "$after" -eq "$before" ] &&
+				grep -q 'context deadline exceeded' <<<"$out" && ! grep -q 'Failing input written' <<<"$out"; then
+				echo "fuzz: $name: the fuzzer hit its own deadline (no failing input); attempt $attempt"
+				[ "$attempt" -eq 2 ] && rc=0
+				continue
+			fi
+			break
+		done
 		elapsed=$((SECONDS - start))
 		if [ "$rc" -eq 0 ]; then
 			summary+=("PASS  $name  $pkg  (${elapsed}s)")
