@@ -227,3 +227,28 @@ func (fs *flagSet) parse(args []string) error {
 	}
 	return nil
 }
+
+// parseOptionalArg parses args that may hold one positional argument (PEER-URI)
+// before, between or after the flags, and returns it (or nothing). -h prints the
+// usage and returns flag.ErrHelp; a bad flag or a second argument is a *usageError.
+func (fs *flagSet) parseOptionalArg(args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.printUsage(fs.c.stdout)
+				return nil, err
+			}
+			return nil, &usageError{}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(positional) > 1 {
+		return nil, &usageError{err: fmt.Errorf("unexpected argument %q", positional[1])}
+	}
+	return positional, nil
+}

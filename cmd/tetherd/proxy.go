@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -42,23 +41,9 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 	passwordFile := fs.String("password-file", "", "read the password for --user from `F` (first line)")
 	allowOpen := fs.Bool("allow-open", false, "allow listening beyond loopback without --user")
 	logLevel := fs.String("log-level", "", "log at level `L`: debug, info, warn or error (default info)")
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.printUsage(c.stdout)
-				return err
-			}
-			return &usageError{}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(positional) > 1 {
-		return &usageError{err: fmt.Errorf("unexpected argument %q", positional[1])}
+	positional, err := fs.parseOptionalArg(args)
+	if err != nil {
+		return err
 	}
 	if (*user == "") != (*passwordFile == "") {
 		return &usageError{err: errors.New("--user and --password-file go together")}

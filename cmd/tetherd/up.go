@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 
@@ -25,24 +24,9 @@ func runUp(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet(c, "up", "[PEER-URI] [flags]", upDescription)
 	configPath := fs.String("config", "", "read the YAML configuration `FILE` (default "+systemConfig+" if it exists)")
 	logLevel := fs.String("log-level", "", "log at level `L`: debug, info, warn or error (default info)")
-	// Flags may come before or after PEER-URI.
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.printUsage(c.stdout)
-				return err
-			}
-			return &usageError{}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(positional) > 1 {
-		return &usageError{err: fmt.Errorf("unexpected argument %q", positional[1])}
+	positional, err := fs.parseOptionalArg(args)
+	if err != nil {
+		return err
 	}
 	cfg, err := loadClientConfig(*configPath)
 	if err != nil {
