@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/tetherd/tetherd/daemon"
 	"github.com/tetherd/tetherd/proxy"
 	"github.com/tetherd/tetherd/transport"
 )
@@ -61,24 +60,13 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 		}
 		auth = &proxy.Credentials{User: *user, Password: pw}
 	}
-	cfg, err := loadClientConfig(*configPath)
+	cfg, err := loadPeerConfig(*configPath, positional, *logLevel)
 	if err != nil {
 		return err
 	}
-	if len(positional) == 1 {
-		cfg.Peer = positional[0]
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
-	if cfg.Peer == "" {
-		return &usageError{err: errors.New("no peer: give the tether:// line 'tetherd serve' printed, or set peer in the configuration")}
-	}
-	token := cfg.Token
-	if cfg.TokenFile != "" {
-		if token, err = daemon.ReadTokenFile(cfg.TokenFile); err != nil {
-			return err
-		}
+	token, err := peerToken(cfg)
+	if err != nil {
+		return err
 	}
 	limits, err := cfg.Limits.Transport()
 	if err != nil {

@@ -28,18 +28,9 @@ func runUp(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadClientConfig(*configPath)
+	cfg, err := loadPeerConfig(*configPath, positional, *logLevel)
 	if err != nil {
 		return err
-	}
-	if len(positional) == 1 {
-		cfg.Peer = positional[0]
-	}
-	if *logLevel != "" {
-		cfg.Log.Level = *logLevel
-	}
-	if cfg.Peer == "" {
-		return &usageError{err: errors.New("no peer: give the tether:// line 'tetherd serve' printed, or set peer in the configuration")}
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -95,4 +86,33 @@ func loadClientConfig(path string) (*daemon.Config, error) {
 		path = systemConfig
 	}
 	return daemon.LoadConfig(path)
+}
+
+// loadPeerConfig loads the configuration of a command that talks to a peer (up,
+// proxy): the file (or the system one, or defaults), with the PEER-URI argument and
+// --log-level on top. It fails with a usage error when no peer is known.
+func loadPeerConfig(path string, positional []string, logLevel string) (*daemon.Config, error) {
+	cfg, err := loadClientConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(positional) == 1 {
+		cfg.Peer = positional[0]
+	}
+	if logLevel != "" {
+		cfg.Log.Level = logLevel
+	}
+	if cfg.Peer == "" {
+		return nil, &usageError{err: errors.New("no peer: give the tether:// line 'tetherd serve' printed, or set peer in the configuration")}
+	}
+	return cfg, nil
+}
+
+// peerToken returns the token of the configuration: token, or the content of
+// token_file.
+func peerToken(cfg *daemon.Config) (string, error) {
+	if cfg.TokenFile != "" {
+		return daemon.ReadTokenFile(cfg.TokenFile)
+	}
+	return cfg.Token, nil
 }

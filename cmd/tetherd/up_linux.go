@@ -27,11 +27,9 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return err
 	}
-	token := cfg.Token
-	if cfg.TokenFile != "" {
-		if token, err = daemon.ReadTokenFile(cfg.TokenFile); err != nil {
-			return err
-		}
+	token, err := peerToken(cfg)
+	if err != nil {
+		return err
 	}
 	limits, err := cfg.Limits.Transport()
 	if err != nil {
