@@ -22,6 +22,7 @@ import (
 	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
 	wgtuntest "golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/tetherd/tetherd/internal/testnet"
 	"github.com/tetherd/tetherd/internal/tuntest"
 )
 
@@ -111,26 +112,7 @@ func newRig(t *testing.T, h Handler) *rig {
 }
 
 func listenTCP(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); handle(c) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	return testnet.ServeTCP(t, handle).String()
 }
 
 func to(addr string) func(netip.AddrPort) (string, error) {

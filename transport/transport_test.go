@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/net/icmp"
 
+	"github.com/tetherd/tetherd/internal/testnet"
 	"github.com/tetherd/tetherd/transport/wire"
 )
 
@@ -67,32 +68,7 @@ func (h *harness) dial(opts *DialOptions) *Session {
 
 // listen starts a TCP server on loopback that runs handle for each connection.
 func listen(t testing.TB, handle func(net.Conn)) wire.Addr {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return wire.AddrFromAddrPort(ln.Addr().(*net.TCPAddr).AddrPort())
+	return wire.AddrFromAddrPort(testnet.ServeTCP(t, handle))
 }
 
 func echo(c net.Conn) {

@@ -1,0 +1,42 @@
+// Package testnet holds helpers that tests of several packages share: loopback servers
+// whose goroutines end with the test.
+package testnet
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+)
+
+// ServeTCP starts a TCP server on 127.0.0.1 that runs handle in a goroutine for each
+// connection, and returns its address. The test's cleanup closes the listener and
+// waits for every handler, so goroutine-leak checks stay exact.
+func ServeTCP(t testing.TB, handle func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
