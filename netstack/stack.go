@@ -33,6 +33,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/tetherd/tetherd/internal/flowtab"
 )
 
 // Handler connects flows to the world. A Handler that also implements Pinger carries
@@ -103,6 +105,7 @@ type Stack struct {
 	udp   udpTable
 	pings pingTable
 	syns  synTable
+	flows *flowtab.Table // open TCP and UDP flows (flows.go)
 
 	tcpActive                atomic.Int64
 	tcpTotal, tcpRefused     atomic.Uint64
@@ -144,7 +147,7 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 		log = zap.NewNop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Stack{opts: opts, log: log, handler: h, dev: dev, ctx: ctx, cancel: cancel}
+	s := &Stack{opts: opts, log: log, handler: h, dev: dev, ctx: ctx, cancel: cancel, flows: flowtab.New()}
 	s.udp.init()
 	s.pings.m = make(map[pingKey]*pingAssoc)
 	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log, s.syns.record)

@@ -12,6 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tetherd/tetherd/internal/flowtab"
 )
 
 // handleTCP runs for every new SYN (gVisor's forwarder starts it in a goroutine of its
@@ -21,13 +23,15 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	src := netip.AddrPortFrom(addrFrom(id.RemoteAddress), id.RemotePort)
 	dst := netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort)
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+	f := s.flows.Start("tcp", src, dst)
+	log := s.log.With(zap.Uint64("flow", f.ID()))
+	ctx, cancel := context.WithTimeout(flowtab.WithID(s.ctx, f.ID()), s.opts.DialTimeout)
 	conn, err := s.handler.DialTCP(ctx, src, dst)
 	cancel()
 	seq, haveSeq := s.syns.take(flowKey{src, dst})
 	if err != nil {
 		s.tcpRefused.Add(1)
-		s.log.Debug("tcp dial failed", zap.Stringer("src", src), zap.Stringer("dst", dst), zap.Error(err))
+		log.Debug("tcp dial failed", zap.Stringer("src", src), zap.Stringer("dst", dst), zap.Error(err))
 		if kind := kindOf(err); kind != rst && haveSeq && s.sendUnreachable(flowKey{src, dst}, seq, kind) == nil {
 			r.Complete(false) // the ICMP error ends the application's connect
 			return
@@ -41,12 +45,16 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		// The application gave up meanwhile (or the stack is closing).
 		r.Complete(true)
 		abortConn(conn)
+		log.Debug("tcp flow abandoned by the application", zap.Stringer("src", src), zap.Stringer("dst", dst))
 		return
 	}
 	r.Complete(false)
 	s.tcpTotal.Add(1)
 	local := gonet.NewTCPConn(&wq, ep)
-	if !s.goFlow(func() { s.relayTCP(local, ep, conn) }) {
+	f.Open()
+	log.Debug("tcp flow open", zap.Stringer("src", src), zap.Stringer("dst", dst))
+	if !s.goFlow(func() { s.relayTCP(local, ep, conn, f, log) }) {
+		f.Close()
 		ep.Abort()
 		abortConn(conn)
 	}
@@ -54,24 +62,27 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 
 // relayTCP copies both ways until both directions finished: a FIN is passed on as a
 // half-close, a reset as a reset.
-func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, remote net.Conn) {
+func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, remote net.Conn, f *flowtab.Flow, log *zap.Logger) {
 	s.tcpActive.Add(1)
 	defer s.tcpActive.Add(-1)
+	defer f.Close()
 	var wg sync.WaitGroup
+	var downErr error
 	wg.Add(1)
 	go func() { // remote → application
 		defer wg.Done()
-		_, err := io.Copy(local, remote) // uses remote's WriteTo when it has one
-		if err == nil {
+		// Counting on the writer side keeps remote's WriteTo, when it has one.
+		_, downErr = io.Copy(flowtab.Writer{W: local, Add: f.AddIn}, remote)
+		if downErr == nil {
 			_ = local.CloseWrite()
 			return
 		}
 		ep.Abort() // RST to the application: truncation must not look like success
 	}()
 	buf := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(writerOnly{remote}, readerOnly{local}, *buf)
+	_, upErr := io.CopyBuffer(flowtab.Writer{W: remote, Add: f.AddOut}, readerOnly{local}, *buf)
 	bufPool.Put(buf)
-	if err == nil {
+	if upErr == nil {
 		if cw, ok := remote.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		}
@@ -81,6 +92,17 @@ func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, remote net.Con
 	wg.Wait()
 	_ = local.Close()
 	_ = remote.Close()
+	if log.Core().Enabled(zap.DebugLevel) {
+		out, in := f.Bytes()
+		fields := []zap.Field{zap.Uint64("bytes_out", out), zap.Uint64("bytes_in", in), zap.Duration("age", f.Age())}
+		if upErr != nil {
+			fields = append(fields, zap.NamedError("out_error", upErr))
+		}
+		if downErr != nil {
+			fields = append(fields, zap.NamedError("in_error", downErr))
+		}
+		log.Debug("tcp flow closed", fields...)
+	}
 }
 
 // abortConn resets conn if it can, else closes it.
@@ -93,5 +115,4 @@ func abortConn(c net.Conn) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-type writerOnly struct{ io.Writer }
 type readerOnly struct{ io.Reader }

@@ -13,6 +13,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/tetherd/tetherd/internal/flowtab"
 )
 
 // A UDP association is keyed by the application's source endpoint alone: every
@@ -23,6 +25,7 @@ import (
 
 type udpAssoc struct {
 	src      netip.AddrPort
+	flow     *flowtab.Flow
 	mu       sync.Mutex
 	pc       PacketConn // nil while dialing
 	pending  []pendingDgram
@@ -79,6 +82,7 @@ func (a *udpAssoc) close() {
 	pc := a.pc
 	a.pending = nil
 	a.mu.Unlock()
+	a.flow.Close()
 	if pc != nil {
 		_ = pc.Close()
 	}
@@ -103,7 +107,7 @@ func (s *Stack) handleUDP(id stack.TransportEndpointID, pkt *stack.PacketBuffer)
 		if dst.Port() == 53 {
 			idle = s.opts.DNSIdle
 		}
-		a = &udpAssoc{src: src, idle: idle, lastUsed: time.Now()}
+		a = &udpAssoc{src: src, flow: s.flows.Start("udp", src, dst), idle: idle, lastUsed: time.Now()}
 		s.udp.m[src] = a
 		s.udp.mu.Unlock()
 		s.udpTotal.Add(1)
@@ -135,6 +139,8 @@ func (s *Stack) handleUDP(id stack.TransportEndpointID, pkt *stack.PacketBuffer)
 	a.mu.Unlock()
 	if err := pc.WriteTo(data, dst); err != nil {
 		s.udpDropped.Add(1)
+	} else {
+		a.flow.AddOut(len(data))
 	}
 	return true
 }
@@ -168,7 +174,8 @@ func (s *Stack) removeUDP(a *udpAssoc) {
 // replies until the association is closed or idle.
 func (s *Stack) runUDP(a *udpAssoc, first netip.AddrPort) {
 	defer s.removeUDP(a)
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+	log := s.log.With(zap.Uint64("flow", a.flow.ID()))
+	ctx, cancel := context.WithTimeout(flowtab.WithID(s.ctx, a.flow.ID()), s.opts.DialTimeout)
 	pc, err := s.handler.DialUDP(ctx, a.src, first)
 	cancel()
 	a.mu.Lock()
@@ -182,10 +189,16 @@ func (s *Stack) runUDP(a *udpAssoc, first netip.AddrPort) {
 			_ = pc.Close()
 		}
 		if err != nil {
-			s.log.Debug("udp association failed", zap.Stringer("src", a.src), zap.Stringer("dst", first), zap.Error(err))
+			log.Debug("udp association failed", zap.Stringer("src", a.src), zap.Stringer("dst", first), zap.Error(err))
 		}
 		return
 	}
+	a.flow.Open()
+	log.Debug("udp flow open", zap.Stringer("src", a.src), zap.Stringer("dst", first))
+	defer func() {
+		out, in := a.flow.Bytes()
+		log.Debug("udp flow closed", zap.Uint64("bytes_out", out), zap.Uint64("bytes_in", in), zap.Duration("age", a.flow.Age()))
+	}()
 	a.pc = pc
 	pending := a.pending
 	a.pending = nil
@@ -194,6 +207,8 @@ func (s *Stack) runUDP(a *udpAssoc, first netip.AddrPort) {
 	for _, d := range pending {
 		if err := pc.WriteTo(d.data, d.dst); err != nil {
 			s.udpDropped.Add(1)
+		} else {
+			a.flow.AddOut(len(d.data))
 		}
 	}
 	buf := make([]byte, 64<<10)
@@ -207,6 +222,8 @@ func (s *Stack) runUDP(a *udpAssoc, first netip.AddrPort) {
 		a.mu.Unlock()
 		if err := s.writeUDP(from, a.src, buf[:n]); err != nil {
 			s.udpDropped.Add(1)
+		} else {
+			a.flow.AddIn(n)
 		}
 	}
 }
