@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/tetherd/tetherd/internal/flowtab"
 	"github.com/tetherd/tetherd/netstack"
 	"github.com/tetherd/tetherd/transport"
 	"github.com/tetherd/tetherd/transport/wire"
@@ -304,7 +305,16 @@ func (h handler) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn
 	if err != nil {
 		return nil, err
 	}
+	h.logCarrier(ctx, "tcp", st.ID())
 	return streamConn{st}, nil
+}
+
+// logCarrier logs which stream carries a flow: the flow id is on the netstack's lines,
+// the stream id on the transport's and the peer's.
+func (h handler) logCarrier(ctx context.Context, proto string, stream uint32) {
+	if id, ok := flowtab.IDFrom(ctx); ok && h.c.log.Core().Enabled(zap.DebugLevel) {
+		h.c.log.Debug(proto+" flow carried by stream", zap.Uint64("flow", id), zap.Uint32("stream", stream))
+	}
 }
 
 func (h handler) DialUDP(ctx context.Context, src, dst netip.AddrPort) (netstack.PacketConn, error) {
@@ -317,6 +327,7 @@ func (h handler) DialUDP(ctx context.Context, src, dst netip.AddrPort) (netstack
 	if err != nil {
 		return nil, err
 	}
+	h.logCarrier(ctx, "udp", a.ID())
 	return &assocConn{c: h.c, a: a}, nil
 }
 

@@ -352,8 +352,30 @@ func TestClientStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != "connected" || st.ConnectedSince.IsZero() || st.TCPFlows != 1 || st.BytesUp < 100000 || st.BytesDown < 100000 {
+	if st.Mode != "up" || st.State != "connected" || st.ConnectedSince.IsZero() || st.TCPFlows != 1 || st.TCPFlowsTotal != 1 || st.BytesUp < 100000 || st.BytesDown < 100000 {
 		t.Fatalf("status %+v", st)
+	}
+
+	resp, err = hc.Get("http://tetherd/flows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flows []Flow
+	err = json.NewDecoder(resp.Body).Decode(&flows)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(flows) != 1 || flows[0].Proto != "tcp" || flows[0].Dst != "198.51.100.7:80" || flows[0].BytesOut != 100000 || flows[0].BytesIn != 100000 {
+		t.Fatalf("flows %+v", flows)
+	}
+	if flows[0].Src != flow.LocalAddr().String() {
+		t.Fatalf("flow source %s, the application's socket is %s", flows[0].Src, flow.LocalAddr())
+	}
+	if resp, err := hc.Post("http://tetherd/flows", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /flows: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 }
 

@@ -2,10 +2,7 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -14,12 +11,16 @@ import (
 
 // Status is the client's state as `tetherd status` shows it.
 type Status struct {
+	// Mode is "up" (the tunnel) or "proxy".
+	Mode string `json:"mode"`
 	// State is "connected" or "reconnecting".
 	State string `json:"state"`
 	// Peer is the peer's URI with the token redacted.
 	Peer string `json:"peer"`
 	// TUN is the tunnel device's name.
 	TUN string `json:"tun,omitempty"`
+	// Listen is the proxy's listening address (proxy mode).
+	Listen string `json:"listen,omitempty"`
 	// ConnectedSince is when the current session started (zero while reconnecting).
 	ConnectedSince time.Time `json:"connected_since,omitzero"`
 	// RTTMillis is the session's smoothed round-trip time.
@@ -33,6 +34,13 @@ type Status struct {
 	// TCPFlows and UDPFlows are the flows open now.
 	TCPFlows int `json:"tcp_flows"`
 	UDPFlows int `json:"udp_flows"`
+	// TCPFlowsTotal and UDPFlowsTotal count the flows opened since start;
+	// TCPRefused the connections whose destination refused or could not be reached;
+	// UDPDropped the datagrams dropped (full queues, failed associations).
+	TCPFlowsTotal uint64 `json:"tcp_flows_total"`
+	UDPFlowsTotal uint64 `json:"udp_flows_total"`
+	TCPRefused    uint64 `json:"tcp_refused"`
+	UDPDropped    uint64 `json:"udp_dropped"`
 	// Reconnects counts sessions opened after the first.
 	Reconnects int `json:"reconnects"`
 	// LastError is why the last session ended, if one did.
@@ -106,6 +114,7 @@ func (c *Client) Status() Status {
 	up, down := c.totals()
 	c.status.mu.Lock()
 	out := Status{
+		Mode:       "up",
 		State:      "reconnecting",
 		Peer:       c.opts.PeerName,
 		TUN:        c.opts.TUNName,
@@ -126,40 +135,25 @@ func (c *Client) Status() Status {
 	if stack != nil {
 		ns := stack.Stats()
 		out.TCPFlows, out.UDPFlows = ns.TCPActive, ns.UDPActive
+		out.TCPFlowsTotal, out.UDPFlowsTotal = ns.TCPTotal, ns.UDPTotal
+		out.TCPRefused, out.UDPDropped = ns.TCPRefused, ns.UDPDropped
 	}
 	return out
 }
 
-// ServeControl serves the client's status as JSON (GET /status) on ln until ctx is
-// done. The listener is a Unix socket that only root can reach (the caller sets its
-// permissions).
-func (c *Client) ServeControl(ctx context.Context, ln net.Listener) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(c.Status())
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-done:
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	err := srv.Serve(ln)
-	close(done)
-	wg.Wait()
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+// Flows returns the tunnel's open flows, oldest first.
+func (c *Client) Flows() []Flow {
+	c.mu.Lock()
+	stack := c.stack
+	c.mu.Unlock()
+	if stack == nil {
+		return []Flow{}
 	}
-	return err
+	return stack.Flows()
+}
+
+// ServeControl serves the client's control socket on ln until ctx is done: see
+// ServeControl.
+func (c *Client) ServeControl(ctx context.Context, ln net.Listener) error {
+	return ServeControl(ctx, ln, c)
 }
