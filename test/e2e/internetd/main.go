@@ -22,7 +22,13 @@
 //	internetd -udp-echo-client HOST:PORT [-count N] [-size B]   send N datagrams
 //	    one by one and count the echoes
 //
-// Both exit 0 on success and 1 otherwise, printing one line of result.
+//	internetd -flows-client HOST:PORT[,HOST:PORT...] -proto tcp|udp|connect
+//	    [-flows N] [-concurrency C] [-flow-timeout D] [-hold D]   open and close N
+//	    flows, C at once: TCP to the reply-then-close server, UDP to the echo
+//	    server, or bare TCP connection attempts ("connect", any outcome counts)
+//
+// They exit 0 on success and 1 otherwise, printing one line of result; the flows
+// client succeeds when every flow did (always, for "connect").
 package main
 
 import (
@@ -617,6 +623,13 @@ func main() {
 	size := flag.Int("size", 512, "UDP echo client: datagram size in bytes (16 to 65000)")
 	wait := flag.Duration("wait", time.Second, "UDP echo client: how long to wait for each echo")
 	timeout := flag.Duration("timeout", 30*time.Second, "client modes: overall time limit")
+	flowsTargets := flag.String("flows-client", "", "client mode: open and close flows to `HOST:PORT[,HOST:PORT...]`")
+	var fo flowOptions
+	flag.StringVar(&fo.proto, "proto", "tcp", "flows client: tcp, udp or connect")
+	flag.IntVar(&fo.count, "flows", 1000, "flows client: how many flows (at most 1000000)")
+	flag.IntVar(&fo.concurrency, "concurrency", 50, "flows client: flows at once (at most 5000)")
+	flag.DurationVar(&fo.timeout, "flow-timeout", 5*time.Second, "flows client: time limit of one flow")
+	flag.DurationVar(&fo.hold, "hold", 0, "flows client: keep each flow open this long")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("internetd: unexpected argument %q", flag.Arg(0))
@@ -632,6 +645,23 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("halfclose %s: sent %d bytes, shut down writing, received %q\n", *hcClient, *hcBytes, reply)
+		return
+	case *flowsTargets != "":
+		fo.targets = splitTargets(*flowsTargets)
+		if fo.count < 1 || fo.count > 1000000 || fo.concurrency < 1 || fo.concurrency > 5000 {
+			log.Fatalf("internetd: -flows must be 1..1000000 and -concurrency 1..5000")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		res, err := flowsClient(ctx, fo)
+		fmt.Printf("flows %s %s: %v", fo.proto, *flowsTargets, res)
+		if err != nil {
+			fmt.Printf(" (stopped: %v)", err)
+		}
+		fmt.Println()
+		if err != nil || (fo.proto != "connect" && res.OK != fo.count) {
+			os.Exit(1)
+		}
 		return
 	case *echoClient != "":
 		if *count < 1 || *count > 10000 || *size < 16 || *size > 65000 {
