@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/internal/flowtab"
 	"github.com/tetherd/tetherd/transport"
 	"github.com/tetherd/tetherd/transport/wire"
 )
@@ -42,7 +43,7 @@ func removeHopHeaders(h http.Header) {
 
 // upstream is a kept-alive stream to one origin host:port.
 type upstream struct {
-	st *transport.Stream
+	st *flowStream
 	br *bufio.Reader
 }
 
@@ -131,7 +132,7 @@ func (s *Server) httpConnect(ctx context.Context, c net.Conn, br *bufio.Reader, 
 		httpError(c, http.StatusBadRequest, err.Error())
 		return err
 	}
-	up, err := s.open(ctx, dst)
+	up, log, err := s.open(ctx, c, dst, log)
 	if err != nil {
 		log.Debug("http connect failed", zap.Stringer("dst", dst), zap.Error(err))
 		httpError(c, http.StatusBadGateway, fmt.Sprintf("cannot reach %s: %v", dst, reason(err)))
@@ -141,7 +142,7 @@ func (s *Server) httpConnect(ctx context.Context, c net.Conn, br *bufio.Reader, 
 		up.Close()
 		return err
 	}
-	relay(c, br, up)
+	relay(c, br, up, log)
 	return nil
 }
 
@@ -193,16 +194,16 @@ func (s *Server) forward(ctx context.Context, c net.Conn, req *http.Request, ups
 		u, reused := ups[key], true
 		if u == nil {
 			reused = false
-			st, err := s.open(ctx, dst)
+			st, flog, err := s.open(ctx, c, dst, log)
 			if err != nil {
-				log.Debug("http open failed", zap.Stringer("dst", dst), zap.Error(err))
+				flog.Debug("http open failed", zap.Stringer("dst", dst), zap.Error(err))
 				httpError(c, http.StatusBadGateway, fmt.Sprintf("cannot reach %s: %v", dst, reason(err)))
 				return false, err
 			}
-			u = &upstream{st: st, br: bufio.NewReader(st)}
+			u = &upstream{st: st, br: bufio.NewReader(flowtab.Reader{R: st.Stream, Add: st.f.AddIn})}
 			ups[key] = u
 		}
-		err = req.Write(u.st)
+		err = req.Write(flowtab.Writer{W: u.st.Stream, Add: u.st.f.AddOut})
 		if err == nil {
 			resp, err = http.ReadResponse(u.br, req)
 			for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {

@@ -38,6 +38,7 @@ type env struct {
 	t        *testing.T
 	addr     string // the proxy's host:port
 	sessions *Sessions
+	srv      *Server
 }
 
 func newEnv(t *testing.T, auth *Credentials) *env {
@@ -80,7 +81,7 @@ func newEnv(t *testing.T, auth *Credentials) *env {
 		peer.Close()
 		hs.Close()
 	})
-	return &env{t: t, addr: ln.Addr().String(), sessions: sessions}
+	return &env{t: t, addr: ln.Addr().String(), sessions: sessions, srv: srv}
 }
 
 // serveTCP runs handle for each connection on a loopback listener until the test ends.
@@ -305,7 +306,16 @@ func TestSOCKSUDPAssociate(t *testing.T) {
 	if _, err := pc.Read(make([]byte, 100)); err == nil {
 		t.Fatal("a fragment was relayed")
 	}
+	// One association, one UDP flow, named by its first destination.
+	fl := e.srv.Flows()
+	if len(fl) != 1 || fl[0].Proto != "udp" || fl[0].Dst != echoAddr.String() || fl[0].BytesOut < 20 || fl[0].BytesIn < 20 {
+		t.Fatalf("flows %+v", fl)
+	}
 	c.Close() // ends the association
+	waitFor(t, "udp flow removed", func() bool { return len(e.srv.Flows()) == 0 })
+	if st := e.srv.Stats(); st.UDPTotal != 1 {
+		t.Errorf("stats %+v", st)
+	}
 }
 
 // httpProxyClient is an http.Client that uses the proxy for http:// URLs.
@@ -390,6 +400,68 @@ func TestHTTPTwoHostsKeepAlive(t *testing.T) {
 	}
 	if n := s.Stats().StreamsTotal; n != 2 {
 		t.Errorf("%d streams for 6 requests to 2 hosts, want 2 (one per host)", n)
+	}
+	// One flow per kept-alive upstream, named as the client named the host.
+	flows := e.srv.Flows()
+	ua, _ := url.Parse(a.URL)
+	ub, _ := url.Parse(b.URL)
+	if len(flows) != 2 || flows[0].Dst != ua.Host || flows[1].Dst != ub.Host || flows[0].Src != c.LocalAddr().String() {
+		t.Fatalf("flows %+v", flows)
+	}
+	for _, f := range flows {
+		if f.BytesOut < 3*50 || f.BytesIn < 3*100 {
+			t.Errorf("flow %d counted %d out, %d in for 3 requests", f.ID, f.BytesOut, f.BytesIn)
+		}
+	}
+	c.Close()
+	waitFor(t, "flows closed with their client", func() bool { return len(e.srv.Flows()) == 0 })
+	if st := e.srv.Stats(); st.TCPTotal != 2 || st.TCPActive != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSOCKSFlows: a CONNECT is one flow with the bytes both ways, listed while it is
+// open; a refused one is counted, not listed.
+func TestSOCKSFlows(t *testing.T) {
+	e := newEnv(t, nil)
+	dst := serveTCP(t, echo)
+	c := e.dial()
+	if rep := socksConnect(t, c, nil, wire.Addr{Name: "files.test", Port: dst.Port()}); rep != 0 {
+		t.Fatalf("reply 0x%02x", rep)
+	}
+	msg := bytes.Repeat([]byte("x"), 10000)
+	c.Write(msg)
+	if _, err := io.ReadFull(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bytes counted", func() bool {
+		fl := e.srv.Flows()
+		return len(fl) == 1 && fl[0].BytesOut == 10000 && fl[0].BytesIn == 10000
+	})
+	f := e.srv.Flows()[0]
+	if f.Proto != "tcp" || f.Dst != fmt.Sprintf("files.test:%d", dst.Port()) || f.Src != c.LocalAddr().String() {
+		t.Fatalf("flow %+v", f)
+	}
+	c.Close()
+	waitFor(t, "flow removed", func() bool { return len(e.srv.Flows()) == 0 })
+
+	if rep := socksConnect(t, e.dial(), nil, wire.Addr{Name: "nowhere.test", Port: 80}); rep != repHostUnreachable {
+		t.Fatalf("reply 0x%02x", rep)
+	}
+	if st := e.srv.Stats(); st.TCPTotal != 1 || st.TCPFailed != 1 || st.TCPActive != 0 || len(e.srv.Flows()) != 0 {
+		t.Fatalf("stats %+v, flows %+v", st, e.srv.Flows())
 	}
 }
 
@@ -613,5 +685,9 @@ func TestSessionsRedial(t *testing.T) {
 	defer mu.Unlock()
 	if dials != 3 {
 		t.Errorf("%d dials, want 3", dials)
+	}
+	st := h.Stats()
+	if !st.Connected || st.Reconnects != 1 || st.LastError != "peer down" || st.BytesUp == 0 || st.BytesDown == 0 || time.Since(st.Since) > 5*time.Second {
+		t.Errorf("stats %+v", st)
 	}
 }

@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/internal/flowtab"
 	"github.com/tetherd/tetherd/transport"
 	"github.com/tetherd/tetherd/transport/wire"
 )
@@ -53,12 +55,17 @@ type Server struct {
 	// Logger receives a line per failed connection; nil discards.
 	Logger *zap.Logger
 
+	flowsOnce sync.Once
+	flows     *flowtab.Table // open upstream streams and associations
+
 	mu     sync.Mutex
 	ctx    context.Context // ended by Close
 	cancel context.CancelFunc
 	lns    map[net.Listener]struct{}
 	closed bool
 	wg     sync.WaitGroup // connection goroutines
+
+	tcpTotal, udpTotal, tcpFailed atomic.Uint64
 }
 
 // ErrOpenProxy is returned by Serve for a listener beyond loopback without Auth and
@@ -205,8 +212,60 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 }
 
-// open opens a TCP stream to dst on the live session.
-func (s *Server) open(ctx context.Context, dst wire.Addr) (*transport.Stream, error) {
+// table returns the flow table, creating it on first use.
+func (s *Server) table() *flowtab.Table {
+	s.flowsOnce.Do(func() { s.flows = flowtab.New() })
+	return s.flows
+}
+
+// Flows returns the proxy's open flows, oldest first: one per upstream TCP stream
+// (a CONNECT, or the kept-alive stream of http:// requests to one host) and one per
+// UDP ASSOCIATE once it carried a datagram. Src is the proxy client's address, Dst
+// the destination as the client named it.
+func (s *Server) Flows() []flowtab.Info { return s.table().List() }
+
+// Stats returns the proxy's counters.
+func (s *Server) Stats() Stats {
+	var st Stats
+	for _, f := range s.table().List() {
+		if f.Proto == "udp" {
+			st.UDPActive++
+		} else {
+			st.TCPActive++
+		}
+	}
+	st.TCPTotal = s.tcpTotal.Load()
+	st.UDPTotal = s.udpTotal.Load()
+	st.TCPFailed = s.tcpFailed.Load()
+	return st
+}
+
+// Stats are a proxy's counters.
+type Stats struct {
+	// TCPActive and UDPActive are the flows open now.
+	TCPActive, UDPActive int
+	// TCPTotal and UDPTotal count the flows opened since start; TCPFailed the
+	// streams that could not be opened (refused, unreachable, denied, no session).
+	TCPTotal, UDPTotal, TCPFailed uint64
+}
+
+// flowStream is an upstream stream and its flow: closing it ends both.
+type flowStream struct {
+	*transport.Stream
+	f *flowtab.Flow
+}
+
+// Close closes the stream and removes its flow from the table.
+func (u *flowStream) Close() error {
+	u.f.Close()
+	return u.Stream.Close()
+}
+
+// open opens a TCP stream to dst on the live session for the client c. The returned
+// log carries the flow id.
+func (s *Server) open(ctx context.Context, c net.Conn, dst wire.Addr, log *zap.Logger) (*flowStream, *zap.Logger, error) {
+	f := s.table().StartNamed("tcp", c.RemoteAddr().String(), dst.String())
+	log = log.With(zap.Uint64("flow", f.ID()))
 	t := s.OpenTimeout
 	if t <= 0 {
 		t = 30 * time.Second
@@ -214,19 +273,26 @@ func (s *Server) open(ctx context.Context, dst wire.Addr) (*transport.Stream, er
 	ctx, cancel := context.WithTimeout(ctx, t)
 	defer cancel()
 	sess, err := s.Session(ctx)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		var st *transport.Stream
+		if st, err = sess.OpenTCP(ctx, dst); err == nil {
+			s.tcpTotal.Add(1)
+			f.Open()
+			log.Debug("tcp flow open", zap.Stringer("dst", dst), zap.Uint32("stream", st.ID()))
+			return &flowStream{Stream: st, f: f}, log, nil
+		}
 	}
-	return sess.OpenTCP(ctx, dst)
+	s.tcpFailed.Add(1)
+	return nil, log, err
 }
 
 // closeWriter is a connection that can half-close.
 type closeWriter interface{ CloseWrite() error }
 
 // relay copies both ways between the client c (read through cr, which may hold
-// buffered bytes) and the upstream stream up, preserving half-close; an error in
-// either direction ends both. It closes up.
-func relay(c net.Conn, cr io.Reader, up *transport.Stream) {
+// buffered bytes) and the upstream stream up, preserving half-close and counting the
+// bytes of its flow; an error in either direction ends both. It closes up.
+func relay(c net.Conn, cr io.Reader, up *flowStream, log *zap.Logger) {
 	var wg sync.WaitGroup
 	done := func(dst net.Conn, err error) {
 		if err != nil {
@@ -241,11 +307,14 @@ func relay(c net.Conn, cr io.Reader, up *transport.Stream) {
 		}
 	}
 	wg.Go(func() {
-		_, err := io.Copy(up, cr)
+		_, err := io.Copy(flowtab.Writer{W: up.Stream, Add: up.f.AddOut}, cr)
 		done(up, err)
 	})
-	_, err := io.Copy(c, up)
+	// Counting on the writer side keeps the stream's WriteTo.
+	_, err := io.Copy(flowtab.Writer{W: c, Add: up.f.AddIn}, up.Stream)
 	done(c, err)
 	wg.Wait()
 	up.Close()
+	out, in := up.f.Bytes()
+	log.Debug("tcp flow closed", zap.Uint64("bytes_out", out), zap.Uint64("bytes_in", in), zap.Duration("age", up.f.Age()))
 }

@@ -39,6 +39,67 @@ type Sessions struct {
 	retryAt  time.Time
 	lastErr  error
 	closed   bool
+
+	since            time.Time // when cur was dialed
+	dialed           int       // sessions opened so far
+	doneUp, doneDown uint64    // wire bytes of the sessions that ended
+	lastEnd          string    // why the last session ended, or the last dial failed
+}
+
+// SessionsStats is the state of a Sessions.
+type SessionsStats struct {
+	// Connected reports a live session; Since is when it was opened.
+	Connected bool
+	Since     time.Time
+	// RTT is the live session's smoothed round-trip time.
+	RTT time.Duration
+	// BytesUp and BytesDown count what crossed the link, all sessions.
+	BytesUp, BytesDown uint64
+	// Reconnects counts sessions opened after the first.
+	Reconnects int
+	// LastError is why the last session ended or the last dial failed.
+	LastError string
+}
+
+// Stats returns the holder's state. A session is only noticed to have ended on the
+// next call of Session; until then it counts as connected.
+func (h *Sessions) Stats() SessionsStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := SessionsStats{
+		BytesUp: h.doneUp, BytesDown: h.doneDown,
+		Reconnects: max(h.dialed-1, 0), LastError: h.lastEnd,
+	}
+	for _, s := range append([]*transport.Session{h.cur}, h.draining...) {
+		if s == nil {
+			continue
+		}
+		ss := s.Stats()
+		st.BytesUp += ss.WireBytesSent
+		st.BytesDown += ss.WireBytesRecv
+	}
+	if s := h.cur; s != nil {
+		select {
+		case <-s.Done():
+			if err := s.Err(); err != nil {
+				st.LastError = err.Error()
+			}
+		default:
+			st.Connected, st.Since, st.RTT = true, h.since, s.RTT()
+		}
+	}
+	return st
+}
+
+// retireLocked closes s and adds its bytes to the totals.
+func (h *Sessions) retireLocked(s *transport.Session) {
+	s.Close()
+	ss := s.Stats()
+	h.doneUp += ss.WireBytesSent
+	h.doneDown += ss.WireBytesRecv
+	if err := s.Err(); err != nil {
+		h.lastEnd = err.Error()
+	}
 }
 
 // NewSessions returns a session holder; it does not dial yet.
@@ -78,7 +139,7 @@ func (h *Sessions) Session(ctx context.Context) (*transport.Session, error) {
 		select {
 		case <-s.Done():
 			h.log.Warn("session lost; redialing", zap.Error(s.Err()))
-			s.Close()
+			h.retireLocked(s)
 			h.cur = nil
 		case <-s.GoingAway():
 			h.log.Info("peer is going away; opening a new session")
@@ -112,6 +173,7 @@ func (h *Sessions) Session(ctx context.Context) (*transport.Session, error) {
 			h.log.Info("dial failed", zap.Duration("retry_in", time.Until(h.retryAt)), zap.Error(err))
 		}
 		h.lastErr = err
+		h.lastEnd = err.Error()
 		return nil, err
 	}
 	if h.closed {
@@ -120,6 +182,8 @@ func (h *Sessions) Session(ctx context.Context) (*transport.Session, error) {
 	}
 	h.backoff, h.retryAt, h.lastErr = 0, time.Time{}, nil
 	h.cur = s
+	h.since = time.Now()
+	h.dialed++
 	return s, nil
 }
 
@@ -129,7 +193,7 @@ func (h *Sessions) pruneLocked() {
 	for _, d := range h.draining {
 		select {
 		case <-d.Done():
-			d.Close()
+			h.retireLocked(d)
 		default:
 			live = append(live, d)
 		}

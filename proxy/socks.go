@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/internal/flowtab"
 	"github.com/tetherd/tetherd/transport"
 	"github.com/tetherd/tetherd/transport/wire"
 )
@@ -72,7 +73,7 @@ func (s *Server) serveSOCKS(ctx context.Context, c net.Conn, br *bufio.Reader, l
 	}
 	switch cmd {
 	case cmdConnect:
-		up, err := s.open(ctx, dst)
+		up, log, err := s.open(ctx, c, dst, log)
 		if err != nil {
 			rep := socksReplyCode(err)
 			log.Debug("socks connect failed", zap.Stringer("dst", dst), zap.Error(err))
@@ -86,7 +87,7 @@ func (s *Server) serveSOCKS(ctx context.Context, c net.Conn, br *bufio.Reader, l
 			return err
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		relay(c, br, up)
+		relay(c, br, up, log)
 		return nil
 	case cmdAssociate:
 		return s.socksAssociate(ctx, c, br, log)
@@ -300,7 +301,7 @@ func (s *Server) socksAssociate(ctx context.Context, c net.Conn, br *bufio.Reade
 	stop := context.AfterFunc(ctx, func() { pc.Close(); c.Close() })
 	defer stop()
 
-	u := &udpRelay{s: s, pc: pc, clientIP: clientIP.Addr().Unmap(), log: log}
+	u := &udpRelay{s: s, pc: pc, clientIP: clientIP.Addr().Unmap(), clientAddr: c.RemoteAddr().String(), log: log}
 	defer u.close()
 	wg.Go(func() {
 		defer cancel()
@@ -316,20 +317,27 @@ func (s *Server) socksAssociate(ctx context.Context, c net.Conn, br *bufio.Reade
 type udpRelay struct {
 	s        *Server
 	pc       *net.UDPConn
-	clientIP netip.Addr
-	log      *zap.Logger
+	clientIP   netip.Addr
+	clientAddr string // the control connection's remote address, for the flow table
+	log        *zap.Logger
 
 	mu     sync.Mutex
 	assoc  *transport.Association
+	flow   *flowtab.Flow
 	client netip.AddrPort // where replies go: the source of the client's datagrams
 }
 
 func (u *udpRelay) close() {
 	u.mu.Lock()
-	a := u.assoc
+	a, f := u.assoc, u.flow
 	u.mu.Unlock()
 	if a != nil {
 		a.Close()
+	}
+	if f != nil {
+		f.Close()
+		out, in := f.Bytes()
+		u.log.Debug("udp flow closed", zap.Uint64("flow", f.ID()), zap.Uint64("bytes_out", out), zap.Uint64("bytes_in", in), zap.Duration("age", f.Age()))
 	}
 }
 
@@ -356,9 +364,10 @@ func (u *udpRelay) fromClient(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		u.mu.Lock()
 		u.client = from
-		a := u.assoc
+		a, f := u.assoc, u.flow
 		u.mu.Unlock()
 		if a == nil {
+			f = u.s.table().StartNamed("udp", u.clientAddr, dst.String())
 			octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			sess, err := u.s.Session(octx)
 			if err == nil {
@@ -366,25 +375,29 @@ func (u *udpRelay) fromClient(ctx context.Context, wg *sync.WaitGroup) {
 			}
 			cancel()
 			if err != nil {
-				u.log.Debug("udp associate: open failed", zap.Stringer("dst", dst), zap.Error(err))
+				u.log.Debug("udp associate: open failed", zap.Uint64("flow", f.ID()), zap.Stringer("dst", dst), zap.Error(err))
 				return
 			}
+			u.s.udpTotal.Add(1)
+			f.Open()
+			u.log.Debug("udp flow open", zap.Uint64("flow", f.ID()), zap.Stringer("dst", dst), zap.Uint32("association", a.ID()))
 			u.mu.Lock()
-			u.assoc = a
+			u.assoc, u.flow = a, f
 			u.mu.Unlock()
 			if ctx.Err() != nil {
 				return
 			}
-			wg.Go(func() { u.toClient(ctx, a) })
+			wg.Go(func() { u.toClient(ctx, a, f) })
 		}
 		if err := a.WriteToAddr(r.b, dst); err != nil {
 			return
 		}
+		f.AddOut(len(r.b))
 	}
 }
 
 // toClient sends the association's datagrams to the client with a SOCKS UDP header.
-func (u *udpRelay) toClient(ctx context.Context, a *transport.Association) {
+func (u *udpRelay) toClient(ctx context.Context, a *transport.Association, f *flowtab.Flow) {
 	stop := context.AfterFunc(ctx, func() { a.Close() })
 	defer stop()
 	buf := make([]byte, 64<<10)
@@ -399,9 +412,13 @@ func (u *udpRelay) toClient(ctx context.Context, a *transport.Association) {
 		u.mu.Lock()
 		to := u.client
 		u.mu.Unlock()
-		if _, err := u.pc.WriteToUDPAddrPort(out, to); err != nil && ctx.Err() != nil {
-			return
+		if _, err := u.pc.WriteToUDPAddrPort(out, to); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
 		}
+		f.AddIn(n)
 	}
 }
 

@@ -157,6 +157,19 @@ func (w Writer) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Reader counts what is read through it into a counter.
+type Reader struct {
+	R   io.Reader
+	Add func(int)
+}
+
+// Read reads from R and counts what was read.
+func (r Reader) Read(p []byte) (int, error) {
+	n, err := r.R.Read(p)
+	r.Add(n)
+	return n, err
+}
+
 type ctxKey struct{}
 
 // WithID returns ctx carrying a flow id, so that a dialer called with it can put the

@@ -90,6 +90,17 @@ func TestWriterCountsWrittenBytes(t *testing.T) {
 	}
 }
 
+func TestReaderCountsReadBytes(t *testing.T) {
+	f := New().StartNamed("tcp", "a", "b")
+	got, err := io.ReadAll(Reader{R: strings.NewReader("twelve bytes"), Add: f.AddIn})
+	if err != nil || string(got) != "twelve bytes" {
+		t.Fatal(got, err)
+	}
+	if _, in := f.Bytes(); in != 12 {
+		t.Fatalf("counted %d", in)
+	}
+}
+
 type limitWriter struct{ n int }
 
 func (w limitWriter) Write(p []byte) (int, error) {
