@@ -315,8 +315,8 @@ func (s *Server) socksAssociate(ctx context.Context, c net.Conn, br *bufio.Reade
 
 // udpRelay is the state of one UDP ASSOCIATE.
 type udpRelay struct {
-	s        *Server
-	pc       *net.UDPConn
+	s          *Server
+	pc         *net.UDPConn
 	clientIP   netip.Addr
 	clientAddr string // the control connection's remote address, for the flow table
 	log        *zap.Logger
