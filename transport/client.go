@@ -206,12 +206,12 @@ func upgradeError(resp *http.Response, err error) error {
 // connected to it. When the peer could not, the error is a *StreamError whose Code says
 // why (errors.Is(err, syscall.ECONNREFUSED) works).
 func (c *Session) OpenTCP(ctx context.Context, dst wire.Addr) (*Stream, error) {
-	e, err := c.s.register(func(id uint32) entry { return newStream(c.s, id, dst) }, true)
+	e, err := c.start(func(id uint32) entry { return newStream(c.s, id, dst) }, wire.ProtoTCP, dst)
 	if err != nil {
 		return nil, err
 	}
 	st := e.(*Stream)
-	if err := c.open(ctx, st.sid, wire.ProtoTCP, dst, st.opened, func() error { return st.openErr }, func() {
+	if err := c.open(ctx, st.opened, func() error { return st.openErr }, func() {
 		st.Reset(wire.CodeCanceled, "open canceled")
 	}, st.removeFromTable); err != nil {
 		return nil, err
@@ -231,12 +231,12 @@ func (c *Session) OpenICMP(ctx context.Context, dst wire.Addr) (*Association, er
 }
 
 func (c *Session) openAssoc(ctx context.Context, proto wire.Proto, dst wire.Addr) (*Association, error) {
-	e, err := c.s.register(func(id uint32) entry { return newAssociation(c.s, id, proto, dst) }, false)
+	e, err := c.start(func(id uint32) entry { return newAssociation(c.s, id, proto, dst) }, proto, dst)
 	if err != nil {
 		return nil, err
 	}
 	a := e.(*Association)
-	if err := c.open(ctx, a.sid, proto, dst, a.opened, func() error { return a.openErr }, func() {
+	if err := c.open(ctx, a.opened, func() error { return a.openErr }, func() {
 		_ = a.Close()
 	}, a.removeFromTable); err != nil {
 		return nil, err
@@ -244,11 +244,19 @@ func (c *Session) openAssoc(ctx context.Context, proto wire.Proto, dst wire.Addr
 	return a, nil
 }
 
-// open sends OPEN and waits for the REPLY.
-func (c *Session) open(ctx context.Context, id uint32, proto wire.Proto, dst wire.Addr, opened <-chan struct{}, openErr func() error, cancel, remove func()) error {
+// start registers a new entry made by mk under the next id and queues its OPEN, as
+// one step: the peer ends the session when OPENs arrive out of id order, and
+// concurrent opens would otherwise queue theirs in any order.
+func (c *Session) start(mk func(id uint32) entry, proto wire.Proto, dst wire.Addr) (entry, error) {
+	c.s.openMu.Lock()
+	defer c.s.openMu.Unlock()
+	e, err := c.s.register(mk, proto == wire.ProtoTCP)
+	if err != nil {
+		return nil, err
+	}
 	var ferr error
-	err := c.s.queuePri(func(b []byte) []byte {
-		out, err := wire.AppendOpen(b, id, wire.Open{Proto: proto, Dst: dst})
+	err = c.s.queuePri(func(b []byte) []byte {
+		out, err := wire.AppendOpen(b, e.id(), wire.Open{Proto: proto, Dst: dst})
 		ferr = err
 		return out
 	})
@@ -256,9 +264,16 @@ func (c *Session) open(ctx context.Context, id uint32, proto wire.Proto, dst wir
 		err = ferr
 	}
 	if err != nil {
-		remove()
-		return err
+		if r, ok := e.(interface{ removeFromTable() }); ok {
+			r.removeFromTable()
+		}
+		return nil, err
 	}
+	return e, nil
+}
+
+// open waits for the REPLY to an OPEN that start queued.
+func (c *Session) open(ctx context.Context, opened <-chan struct{}, openErr func() error, cancel, remove func()) error {
 	select {
 	case <-opened:
 		if err := openErr(); err != nil {

@@ -84,6 +84,11 @@ type session struct {
 	space      chan struct{} // closed and replaced when the data queue drains
 	wake       notify
 
+	// openMu makes taking a new id and queueing its OPEN one step (client side), so
+	// that OPENs leave in increasing id order as the peer requires. Taken before mu
+	// and wmu, never while holding them.
+	openMu sync.Mutex
+
 	// stream table, guarded by mu
 	mu            sync.Mutex
 	entries       map[uint32]entry
