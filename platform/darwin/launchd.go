@@ -1,36 +1,17 @@
-//go:build darwin
-
 package darwin
 
+// Install and Uninstall have no build constraint: they only write a file
+// and run launchctl through a Runner, so that tests check them anywhere.
+
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 )
-
-// runner runs an external command; tests substitute a fake.
-type runner interface {
-	run(name string, args ...string) error
-}
-
-type execRunner struct{ timeout time.Duration }
-
-func (r execRunner) run(name string, args ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
 
 // InstallOptions say what Install and Uninstall write and remove.
 type InstallOptions struct {
@@ -38,8 +19,10 @@ type InstallOptions struct {
 	// PlistPath is the job's file; default DefaultPlistPath.
 	PlistPath string
 
-	// Tests replace these.
-	run  runner
+	// Runner runs launchctl; nil means os/exec.
+	Runner Runner
+
+	// Tests replace this.
 	euid func() int
 }
 
@@ -50,8 +33,8 @@ func (o *InstallOptions) defaults() {
 	if o.PlistPath == "" {
 		o.PlistPath = DefaultPlistPath
 	}
-	if o.run == nil {
-		o.run = execRunner{timeout: time.Minute}
+	if o.Runner == nil {
+		o.Runner = execRunner{timeout: time.Minute}
 	}
 	if o.euid == nil {
 		o.euid = os.Geteuid
@@ -59,7 +42,9 @@ func (o *InstallOptions) defaults() {
 }
 
 // Install writes the job to PlistPath (root-owned, 0644, as launchd
-// requires) and loads it: `launchctl bootstrap system PLIST`. It needs root.
+// requires) and loads it: `launchctl bootstrap system PLIST`, which starts
+// it (RunAtLoad). A job installed before is unloaded first (`launchctl
+// bootout`), so that the new file takes effect. It needs root.
 func Install(o InstallOptions) error {
 	o.defaults()
 	if o.euid() != 0 {
@@ -68,6 +53,10 @@ func Install(o InstallOptions) error {
 	plist, err := LaunchdPlist(o.UnitOptions)
 	if err != nil {
 		return err
+	}
+	if _, err := os.Lstat(o.PlistPath); err == nil {
+		// Not loaded is fine: the file may be all that is left.
+		_, _ = o.Runner.Run(context.Background(), "", launchctlCmd, "bootout", "system/"+Label)
 	}
 	f, err := os.CreateTemp(filepath.Dir(o.PlistPath), "."+filepath.Base(o.PlistPath)+".*.tmp")
 	if err != nil {
@@ -91,7 +80,7 @@ func Install(o InstallOptions) error {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", o.PlistPath, err)
 	}
-	if err := o.run.run("launchctl", "bootstrap", "system", o.PlistPath); err != nil {
+	if _, err := o.Runner.Run(context.Background(), "", launchctlCmd, "bootstrap", "system", o.PlistPath); err != nil {
 		return fmt.Errorf("%w (see %s)", err, LogPath)
 	}
 	return nil
@@ -108,7 +97,7 @@ func Uninstall(o InstallOptions) error {
 	if _, err := os.Lstat(o.PlistPath); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: no %s", ErrNotInstalled, o.PlistPath)
 	}
-	if err := o.run.run("launchctl", "bootout", "system/"+Label); err != nil {
+	if _, err := o.Runner.Run(context.Background(), "", launchctlCmd, "bootout", "system/"+Label); err != nil {
 		return err
 	}
 	return os.Remove(o.PlistPath)

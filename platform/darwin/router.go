@@ -1,0 +1,419 @@
+package darwin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options are the dependencies of Up and Down.
+type Options struct {
+	// Logger receives what is changed and restored; nil discards it.
+	Logger *zap.Logger
+	// Runner runs route, ifconfig and scutil; nil means os/exec with a
+	// timeout per command.
+	Runner Runner
+
+	// Seams for tests; the zero values are the real thing.
+	ifIndex    func(name string) (int, error) // nil: net.InterfaceByName
+	beforeStep func(step string) error        // nil: none; an error fails Up before that step
+}
+
+// env is Options resolved.
+type env struct {
+	ctx        context.Context
+	log        *zap.Logger
+	run        Runner
+	ifIndex    func(string) (int, error)
+	beforeStep func(string) error
+}
+
+func newEnv(o Options) *env {
+	e := &env{ctx: context.Background(), log: o.Logger, run: o.Runner, ifIndex: o.ifIndex, beforeStep: o.beforeStep}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	if e.run == nil {
+		e.run = execRunner{timeout: commandTimeout}
+	}
+	if e.ifIndex == nil {
+		e.ifIndex = func(name string) (int, error) {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return 0, err
+			}
+			return ifi.Index, nil
+		}
+	}
+	return e
+}
+
+// Router is an applied Config. Close restores what Up changed.
+type Router struct {
+	mu     sync.Mutex
+	env    *env
+	store  *journalStore
+	j      *journal
+	closed bool
+	err    error // Close's result
+}
+
+// Up applies cfg with route(8), ifconfig(8) and scutil(8), in this order
+// (U is the utun, GW4 and GW6 the default gateways before Up):
+//
+//	ifconfig U mtu MTU
+//	ifconfig U inet A A netmask M alias         (each IPv4 address A/M)
+//	ifconfig U inet6 A prefixlen L alias        (each IPv6 address A/L)
+//	ifconfig U up
+//	route -n add -inet[6] NET -interface U      (the network of each address)
+//	route -n add -inet[6] X GW4|GW6             (each Exclude prefix X)
+//	route -n add -inet[6] P -interface U        (0.0.0.0/1, 128.0.0.0/1, ::/1,
+//	                                             8000::/1, or the Include list)
+//	scutil < set DNSKey                         (DNS: see setDNSScript)
+//
+// so that the exceptions are in place before anything is captured. The
+// default routes themselves are left alone: the halves win by being more
+// specific, and so does every route more specific than a half (the LAN).
+// An Exclude prefix that such a route already covers (a peer on the LAN,
+// or the gateway itself, as on a phone's hotspot) gets no route of its
+// own: it is direct already.
+//
+// Before the first change Up writes a journal (JournalDir/journal.json)
+// of what it is about to do; Close and Down undo exactly that, in reverse
+// order. A journal left by a process that died is restored first. When a
+// step fails, Up undoes the steps before it and returns the error.
+func Up(cfg Config, opts Options) (r *Router, err error) {
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	e := newEnv(opts)
+	store, err := openJournalStore(cfg.JournalDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			store.release()
+		}
+	}()
+	if err := restoreStale(e, store); err != nil {
+		return nil, err
+	}
+	j, err := plan(cfg, e)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.write(j); err != nil {
+		return nil, err
+	}
+	n, err := apply(e, store, j)
+	if err != nil {
+		lines, uerr := restore(e, j.Changes[:n], true)
+		for _, l := range lines {
+			e.log.Info("rolled back", zap.String("change", l))
+		}
+		if uerr != nil {
+			return nil, fmt.Errorf("configure %s: %w; undoing it failed too, the journal %s is kept for `tetherd down`: %w", cfg.TUN, err, store.path(), uerr)
+		}
+		if rerr := store.remove(); rerr != nil {
+			return nil, fmt.Errorf("configure %s: %w (rolled back; %w)", cfg.TUN, err, rerr)
+		}
+		return nil, fmt.Errorf("configure %s: %w (rolled back)", cfg.TUN, err)
+	}
+	e.log.Info("network configured", zap.String("tun", j.TUN), zap.Int("changes", len(j.Changes)))
+	return &Router{env: e, store: store, j: j}, nil
+}
+
+// Close restores everything Up changed that still exists, removes the
+// journal and releases its lock. Routes and addresses of the utun are
+// removed only while the utun Up configured still exists (same name and
+// index); once it is closed they are gone with it. Close is idempotent:
+// later calls return the first call's result. If restoring fails, the
+// journal is kept so that Down can try again.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return r.err
+	}
+	r.closed = true
+	idx, err := r.env.ifIndex(r.j.TUN)
+	alive := err == nil && idx == r.j.TUNIndex
+	lines, err := restore(r.env, r.j.Changes, alive)
+	if !alive {
+		lines = append(lines, r.j.TUN+" is gone, and its addresses and routes with it")
+	}
+	for _, l := range lines {
+		r.env.log.Info("restored", zap.String("change", l))
+	}
+	if err != nil {
+		err = fmt.Errorf("restore network configuration of %s (journal %s kept for `tetherd down`): %w", r.j.TUN, r.store.path(), err)
+	} else {
+		err = r.store.remove()
+	}
+	r.err = errors.Join(err, r.store.release())
+	return r.err
+}
+
+// Down restores the configuration recorded in the journal in journalDir
+// (see JournalDir) by a process that is gone, e.g. killed with SIGKILL:
+// it is `tetherd down` and crash recovery. Its utun died with it, and
+// the utun's addresses and routes with the utun, so Down undoes the rest:
+// the Exclude routes and DNS. It returns one human-readable line per
+// thing restored or found already gone; without a journal it returns
+// nil, nil. It fails while the tetherd that wrote the journal still runs.
+// On an error the journal is kept.
+func Down(journalDir string, opts Options) (restored []string, err error) {
+	journalDir = JournalDir(journalDir)
+	if _, err := os.Lstat(journalDir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	store, err := openJournalStore(journalDir)
+	if err != nil {
+		return nil, err
+	}
+	defer store.release()
+	j, err := store.read()
+	if err != nil || j == nil {
+		return nil, err
+	}
+	e := newEnv(opts)
+	restored = append(restored, fmt.Sprintf("journal of tetherd pid %d (%s, written %s)", j.PID, j.TUN, j.Created.Format(time.RFC3339)))
+	lines, err := restore(e, j.Changes, false)
+	restored = append(restored, lines...)
+	restored = append(restored, j.TUN+" went away with tetherd pid "+strconv.Itoa(j.PID)+", and its addresses and routes with it")
+	if err != nil {
+		return restored, fmt.Errorf("restore from journal %s (kept): %w", store.path(), err)
+	}
+	if err := store.remove(); err != nil {
+		return restored, err
+	}
+	return append(restored, "removed journal "+store.path()), nil
+}
+
+// restoreStale restores a journal found by Up: its owner is dead, since
+// the lock was free, and so is its utun.
+func restoreStale(e *env, store *journalStore) error {
+	j, err := store.read()
+	if err != nil || j == nil {
+		return err
+	}
+	e.log.Warn("restoring the configuration left by a tetherd that did not stop cleanly", zap.Int("pid", j.PID), zap.String("journal", store.path()))
+	lines, err := restore(e, j.Changes, false)
+	for _, l := range lines {
+		e.log.Info("restored", zap.String("change", l))
+	}
+	if err != nil {
+		return fmt.Errorf("restore the configuration left by tetherd pid %d (journal %s): %w", j.PID, store.path(), err)
+	}
+	return store.remove()
+}
+
+// plan reads the default routes and the routes of the Exclude prefixes
+// and returns the journal of the changes Up will make. It changes
+// nothing.
+func plan(cfg Config, e *env) (*journal, error) {
+	idx, err := e.ifIndex(cfg.TUN)
+	if err != nil {
+		return nil, fmt.Errorf("TUN %q: %w", cfg.TUN, err)
+	}
+	j := &journal{
+		Version:  journalVersion,
+		OS:       "darwin",
+		PID:      os.Getpid(),
+		Created:  time.Now().UTC().Truncate(time.Second),
+		TUN:      cfg.TUN,
+		TUNIndex: idx,
+	}
+	tun := cfg.TUN
+	add := func(c change) { j.Changes = append(j.Changes, c) }
+	route := func(args ...string) command { return command{Name: routeCmd, Args: append([]string{"-n"}, args...)} }
+	ifconfig := func(args ...string) command { return command{Name: ifconfigCmd, Args: append([]string{tun}, args...)} }
+
+	if cfg.MTU > 0 {
+		add(change{What: fmt.Sprintf("MTU %d on %s", cfg.MTU, tun), Do: ifconfig("mtu", strconv.Itoa(cfg.MTU)), OnTUN: true})
+	}
+	for _, a := range cfg.Addrs {
+		ip := a.Addr().String()
+		if a.Addr().Is4() {
+			mask := net.IP(net.CIDRMask(a.Bits(), 32)).String()
+			// utun is point-to-point: the destination is the address
+			// itself, and the route of the network is added below.
+			undo := ifconfig("inet", ip, "-alias")
+			add(change{What: fmt.Sprintf("address %v on %s", a, tun), Do: ifconfig("inet", ip, ip, "netmask", mask, "alias"), Undo: &undo, OnTUN: true})
+		} else {
+			undo := ifconfig("inet6", ip, "-alias")
+			add(change{What: fmt.Sprintf("address %v on %s", a, tun), Do: ifconfig("inet6", ip, "prefixlen", strconv.Itoa(a.Bits()), "alias"), Undo: &undo, OnTUN: true})
+		}
+	}
+	add(change{What: tun + " up", Do: ifconfig("up"), OnTUN: true})
+	for _, a := range cfg.Addrs {
+		if a.IsSingleIP() {
+			continue
+		}
+		p := a.Masked()
+		undo := route("delete", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun)
+		add(change{What: fmt.Sprintf("route %v into %s", p, tun), Do: route("add", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun), Undo: &undo, OnTUN: true, ExistsOK: true})
+	}
+
+	gw4, err := defaultOutside(e, false, tun)
+	if err != nil {
+		return nil, err
+	}
+	gw6, err := defaultOutside(e, true, tun)
+	if err != nil {
+		return nil, err
+	}
+	e.log.Info("default routes before the tunnel", zap.Stringer("ipv4", gw4), zap.Stringer("ipv6", gw6))
+	for _, x := range cfg.Exclude {
+		gw := gw4
+		if x.Addr().Is6() {
+			gw = gw6
+		}
+		if gw == nil {
+			e.log.Warn("no default route for this family: the excluded prefix is not routed around the tunnel", zap.Stringer("exclude", x))
+			continue
+		}
+		ri, err := getRoute(e.ctx, e.run, x.Addr())
+		if err != nil {
+			return nil, fmt.Errorf("exclude %v: %w", x, err)
+		}
+		if ri != nil && ri.Dst.Bits() > 0 && ri.Dst.Bits() <= x.Bits() && ri.Interface != tun {
+			e.log.Info("excluded prefix already routed directly; leaving it", zap.Stringer("exclude", x), zap.Stringer("route", ri.Dst), zap.String("interface", ri.Interface))
+			continue
+		}
+		fam := familyFlag(x.Addr().Is6())
+		via := []string{"-interface", gw.Interface}
+		if gw.Gateway.IsValid() {
+			via = []string{gw.Gateway.String()}
+		}
+		undo := route(slices.Concat([]string{"delete", fam, x.String()}, via)...)
+		add(change{What: fmt.Sprintf("route %v %s (excluded)", x, gw), Do: route(slices.Concat([]string{"add", fam, x.String()}, via)...), Undo: &undo})
+	}
+	for _, p := range cfg.tunnelRoutes() {
+		undo := route("delete", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun)
+		add(change{What: fmt.Sprintf("route %v into %s", p, tun), Do: route("add", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun), Undo: &undo, OnTUN: true})
+	}
+	if len(cfg.DNS) > 0 && cfg.DNSMode != DNSOff {
+		undo := command{Name: scutilCmd, Stdin: removeDNSScript()}
+		add(change{What: fmt.Sprintf("DNS servers %v as the default resolver (%s)", cfg.DNS, DNSKey), Do: command{Name: scutilCmd, Stdin: setDNSScript(cfg.DNS)}, Undo: &undo})
+	}
+	return j, nil
+}
+
+// defaultOutside returns the default route of a family, unless it goes
+// through tun (a leftover): nil then, as when there is none.
+func defaultOutside(e *env, v6 bool, tun string) (*defaultRoute, error) {
+	d, err := getDefaultRoute(e.ctx, e.run, v6)
+	if err != nil {
+		return nil, fmt.Errorf("read the default route: %w", err)
+	}
+	if d != nil && d.Interface == tun {
+		return nil, nil
+	}
+	return d, nil
+}
+
+// apply makes the changes of j in order and returns how many it made; it
+// stops at the first error. A route that exists already where the change
+// allows it is left alone: the change is marked skipped and the journal
+// rewritten, so that nothing undoes a route tetherd did not add.
+func apply(e *env, store *journalStore, j *journal) (int, error) {
+	for i := range j.Changes {
+		c := &j.Changes[i]
+		if e.beforeStep != nil {
+			if err := e.beforeStep(c.What); err != nil {
+				return i, fmt.Errorf("%s: %w", c.What, err)
+			}
+		}
+		err := runCommand(e, c.Do)
+		if err != nil && c.ExistsOK && routeExists(err) {
+			e.log.Info("route exists already; leaving it", zap.String("change", c.What))
+			c.Undo = nil
+			if err := store.write(j); err != nil {
+				return i, err
+			}
+			continue
+		}
+		if err != nil {
+			return i, fmt.Errorf("%s: %w", c.What, err)
+		}
+		e.log.Debug("changed", zap.String("change", c.What))
+	}
+	return len(j.Changes), nil
+}
+
+// restore undoes changes in reverse order. Changes on the utun are undone
+// only when tunAlive. Things already gone are reported as such, not as
+// errors. It carries on after an error and returns all errors joined.
+func restore(e *env, changes []change, tunAlive bool) (lines []string, err error) {
+	var errs []error
+	for _, c := range slices.Backward(changes) {
+		if c.Undo == nil || (c.OnTUN && !tunAlive) {
+			continue
+		}
+		switch err := runCommand(e, *c.Undo); {
+		case err == nil:
+			lines = append(lines, "removed "+c.What)
+		case alreadyGone(err):
+			lines = append(lines, "already gone: "+c.What)
+		default:
+			errs = append(errs, fmt.Errorf("undo %s: %w", c.What, err))
+		}
+	}
+	return lines, errors.Join(errs...)
+}
+
+// runCommand runs c and turns what route and scutil print about failures
+// into errors.
+func runCommand(e *env, c command) error {
+	switch c.Name {
+	case routeCmd:
+		_, err := runRoute(e.ctx, e.run, c.Args...)
+		return err
+	case scutilCmd:
+		out, err := e.run.Run(e.ctx, c.Stdin, c.Name, c.Args...)
+		if err != nil {
+			return err
+		}
+		if line, failed := scutilFailed(out); failed {
+			return &CommandError{Command: c.Name, Err: errScutil, Output: line}
+		}
+		return nil
+	default:
+		_, err := e.run.Run(e.ctx, c.Stdin, c.Name, c.Args...)
+		return err
+	}
+}
+
+var errScutil = errors.New("scutil reported a failure")
+
+// alreadyGone reports whether err says that the thing to remove does not
+// exist (any more): a route not in the table, an address not assigned
+// (EADDRNOTAVAIL), an interface that no longer exists, a dynamic store key
+// that is not there.
+func alreadyGone(err error) bool {
+	if notInTable(err) {
+		return true
+	}
+	var ce *CommandError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	for _, s := range []string{"Can't assign requested address", "does not exist", "No such key", "no such key"} {
+		if strings.Contains(ce.Output, s) {
+			return true
+		}
+	}
+	return false
+}
