@@ -22,7 +22,7 @@ type BinderOptions struct {
 	Runner Runner
 
 	// Seams for tests; the zero values are the real thing.
-	ifIndex func(name string) (int, error)             // nil: net.InterfaceByName
+	ifIndex func(name string) (int, error)               // nil: net.InterfaceByName
 	bind    func(fd uintptr, v6 bool, ifindex int) error // nil: bindToInterface (IP_BOUND_IF)
 }
 

@@ -66,4 +66,3 @@ func scutilFailed(out []byte) (string, bool) {
 	}
 	return "", false
 }
-
