@@ -35,7 +35,7 @@ MAIN := ./cmd/tetherd
 # apply their own default while still honouring `make fuzz FUZZTIME=1h`.
 FUZZTIME ?=
 
-.PHONY: help build cross lint tools unit fuzz-short fuzz netns-test test demo bench clean
+.PHONY: help build cross lint tools unit fuzz-short fuzz netns-test test demo bench clean soak
 
 help: ## Show this help
 	@echo "Usage: make <target> [FUZZTIME=...]"
@@ -98,6 +98,9 @@ test: ## THE test command: lint unit fuzz-short cross netns-test (FUZZTIME=10s)
 		$(MAKE) --no-print-directory $$t FUZZTIME=$(or $(FUZZTIME),10s); \
 	done
 	@echo "=== make test: all stages passed"
+
+soak: ## Long fault scenarios: SOAK=1 test/e2e/faults.sh (60 s blackhole, 50 SIGKILLs, 10k flows; root)
+	SOAK=1 bash test/e2e/faults.sh
 
 demo: ## Run the demo (scripts/demo.sh)
 	@if [ -f scripts/demo.sh ]; then exec bash scripts/demo.sh; \
