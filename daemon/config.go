@@ -43,12 +43,27 @@ type Config struct {
 	// JournalDir is where `tetherd up` records what it changed, so that `tetherd
 	// down` can restore it after a crash. Default /run/tetherd.
 	JournalDir string `yaml:"journal_dir"`
+	// ControlSocket is the Unix socket on which `tetherd up` and `tetherd proxy` serve
+	// their status and flows to `tetherd status` and `tetherd flows`. Empty: for up,
+	// control.sock in JournalDir; for proxy, proxy.sock in $XDG_RUNTIME_DIR/tetherd
+	// (or /tmp/tetherd-UID). Must be an absolute path.
+	ControlSocket string `yaml:"control_socket"`
+	// Metrics configures the optional Prometheus endpoint of up, proxy and serve.
+	Metrics MetricsConfig `yaml:"metrics"`
 	// Serve configures the peer side, `tetherd serve`.
 	Serve ServeConfig `yaml:"serve"`
 	// Log configures logging, for every command.
 	Log LogConfig `yaml:"log"`
 	// Limits sets the limits and timers of every tether.v1 session.
 	Limits LimitsConfig `yaml:"limits"`
+}
+
+// MetricsConfig is the "metrics" section.
+type MetricsConfig struct {
+	// Listen is the TCP address (host:port) of the Prometheus endpoint, /metrics.
+	// Empty (the default): no endpoint. It tells anyone who can reach it how much
+	// traffic flows and how many connections are open: keep it on loopback.
+	Listen string `yaml:"listen"`
 }
 
 // ServeConfig is the "serve" section: the peer's listener, identity and policy.
@@ -248,6 +263,14 @@ func parseConfig(data []byte, file string) (*Config, error) {
 func (c *Config) Validate() error {
 	var ps problems
 	c.validateClient(&ps)
+	if c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
+		ps.add("control_socket", "must be an absolute path, not %q", c.ControlSocket)
+	}
+	if c.Metrics.Listen != "" {
+		if err := checkListen(c.Metrics.Listen); err != nil {
+			ps.add("metrics.listen", "%v", err)
+		}
+	}
 	c.Serve.validate(&ps)
 	c.Log.validate(&ps)
 	c.Limits.check(&ps)

@@ -55,11 +55,38 @@ type statusState struct {
 	lastError      string
 	doneUp         uint64 // bytes of sessions that ended
 	doneDown       uint64
-	lastUp         uint64 // totals at the last rate sample
-	lastDown       uint64
-	lastSample     time.Time
-	rateUp         float64
-	rateDown       float64
+	rates          RateMeter
+}
+
+// RateMeter turns byte totals sampled about once a second into rates. The zero value
+// is ready to use; it is safe for concurrent use.
+type RateMeter struct {
+	mu               sync.Mutex
+	lastUp, lastDown uint64
+	last             time.Time
+	up, down         float64
+}
+
+// Sample records the totals at now; the rates become the change since the previous
+// sample, per second.
+func (m *RateMeter) Sample(now time.Time, up, down uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.last.IsZero() {
+		dt := now.Sub(m.last).Seconds()
+		if dt > 0 && up >= m.lastUp && down >= m.lastDown {
+			m.up = float64(up-m.lastUp) / dt
+			m.down = float64(down-m.lastDown) / dt
+		}
+	}
+	m.lastUp, m.lastDown, m.last = up, down, now
+}
+
+// Rates returns bytes per second up and down between the last two samples.
+func (m *RateMeter) Rates() (up, down float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.up, m.down
 }
 
 // sessionEnded adds a finished session's counters to the totals and records why it
@@ -94,16 +121,7 @@ func (c *Client) totals() (up, down uint64) {
 // sampleRates updates the one-second rates; Run calls it every second.
 func (c *Client) sampleRates(now time.Time) {
 	up, down := c.totals()
-	c.status.mu.Lock()
-	defer c.status.mu.Unlock()
-	if !c.status.lastSample.IsZero() {
-		dt := now.Sub(c.status.lastSample).Seconds()
-		if dt > 0 && up >= c.status.lastUp && down >= c.status.lastDown {
-			c.status.rateUp = float64(up-c.status.lastUp) / dt
-			c.status.rateDown = float64(down-c.status.lastDown) / dt
-		}
-	}
-	c.status.lastUp, c.status.lastDown, c.status.lastSample = up, down, now
+	c.status.rates.Sample(now, up, down)
 }
 
 // Status returns the client's state now.
@@ -112,6 +130,7 @@ func (c *Client) Status() Status {
 	s, stack := c.cur, c.stack
 	c.mu.Unlock()
 	up, down := c.totals()
+	rateUp, rateDown := c.status.rates.Rates()
 	c.status.mu.Lock()
 	out := Status{
 		Mode:       "up",
@@ -120,8 +139,8 @@ func (c *Client) Status() Status {
 		TUN:        c.opts.TUNName,
 		BytesUp:    up,
 		BytesDown:  down,
-		RateUp:     c.status.rateUp,
-		RateDown:   c.status.rateDown,
+		RateUp:     rateUp,
+		RateDown:   rateDown,
 		Reconnects: c.status.reconnects,
 		LastError:  c.status.lastError,
 	}

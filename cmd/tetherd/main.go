@@ -35,11 +35,13 @@ func commands() []command {
 	return []command{
 		{"up", "bring the tunnel up: route all traffic through the peer (root)", runUp},
 		{"down", "restore routes and DNS after a 'tetherd up' that crashed", runDown},
-		{"status", "show what the running 'tetherd up' is doing", runStatus},
+		{"status", "show what the running 'tetherd up' or 'tetherd proxy' is doing", runStatus},
+		{"flows", "list the flows the running 'tetherd up' or 'tetherd proxy' carries", runFlows},
 		{"proxy", "run a SOCKS5 and HTTP proxy through the peer (no root)", runProxy},
 		{"serve", "run the peer: share this machine's network with tetherd clients", runServe},
 		{"install", "run 'tetherd up' as a system service at boot (root)", runInstall},
 		{"uninstall", "stop and remove the system service (root)", runUninstall},
+		{"check", "check a configuration file without changing anything", runCheck},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/daemon"
 	"github.com/tetherd/tetherd/proxy"
 	"github.com/tetherd/tetherd/transport"
 )
@@ -40,6 +42,7 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 	passwordFile := fs.String("password-file", "", "read the password for --user from `F` (first line)")
 	allowOpen := fs.Bool("allow-open", false, "allow listening beyond loopback without --user")
 	logLevel := fs.String("log-level", "", "log at level `L`: debug, info, warn or error (default info)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on `ADDR`, host:port (default: metrics.listen, off)")
 	positional, err := fs.parseOptionalArg(args)
 	if err != nil {
 		return err
@@ -61,6 +64,16 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 		auth = &proxy.Credentials{User: *user, Password: pw}
 	}
 	cfg, err := loadPeerConfig(*configPath, positional, *logLevel)
+	if err != nil {
+		return err
+	}
+	if *metrics != "" {
+		cfg.Metrics.Listen = *metrics
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+	}
+	peer, err := transport.ParsePeerURI(cfg.Peer)
 	if err != nil {
 		return err
 	}
@@ -111,6 +124,22 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 		AllowOpen: *allowOpen,
 		Logger:    log.Named("proxy"),
 	}
+	// `tetherd status` and `tetherd flows` for the user who runs the proxy, and the
+	// optional metrics.
+	mon := &proxyMonitor{sessions: sessions, srv: srv, peer: peer.Redacted(), listen: ln.Addr().String()}
+	stopMonitor, err := startMonitor(ctx, log, mon, monitorOptions{Socket: proxySocket(cfg), MetricsAddr: cfg.Metrics.Listen})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopMonitor()
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		mon.sampleEverySecond(sampleCtx)
+	}()
+	defer func() { stopSampling(); <-sampled }()
 	log.Info("proxy listening", zap.Stringer("addr", ln.Addr()), zap.Bool("auth", auth != nil))
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
@@ -123,3 +152,56 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 	}
 	return err
 }
+
+// proxyMonitor reports the proxy's state as `tetherd status` and the metrics show it.
+type proxyMonitor struct {
+	sessions     *proxy.Sessions
+	srv          *proxy.Server
+	peer, listen string
+	rates        daemon.RateMeter
+}
+
+// sampleEverySecond feeds the rate meter until ctx is done.
+func (m *proxyMonitor) sampleEverySecond(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ss := m.sessions.Stats()
+			m.rates.Sample(now, ss.BytesUp, ss.BytesDown)
+		}
+	}
+}
+
+// Status returns the proxy's state.
+func (m *proxyMonitor) Status() daemon.Status {
+	ss, ps := m.sessions.Stats(), m.srv.Stats()
+	st := daemon.Status{
+		Mode:          "proxy",
+		State:         "reconnecting",
+		Peer:          m.peer,
+		Listen:        m.listen,
+		BytesUp:       ss.BytesUp,
+		BytesDown:     ss.BytesDown,
+		TCPFlows:      ps.TCPActive,
+		UDPFlows:      ps.UDPActive,
+		TCPFlowsTotal: ps.TCPTotal,
+		UDPFlowsTotal: ps.UDPTotal,
+		TCPRefused:    ps.TCPFailed,
+		Reconnects:    ss.Reconnects,
+		LastError:     ss.LastError,
+	}
+	st.RateUp, st.RateDown = m.rates.Rates()
+	if ss.Connected {
+		st.State = "connected"
+		st.ConnectedSince = ss.Since
+		st.RTTMillis = float64(ss.RTT.Microseconds()) / 1000
+	}
+	return st
+}
+
+// Flows returns the proxy's open flows.
+func (m *proxyMonitor) Flows() []daemon.Flow { return m.srv.Flows() }

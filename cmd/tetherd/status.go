@@ -2,39 +2,30 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/tetherd/tetherd/daemon"
 )
 
-// controlSocket is the name of the control socket in the journal directory.
-const controlSocket = "control.sock"
-
 func runStatus(ctx context.Context, c *cli, args []string) error {
-	fs := newFlagSet(c, "status", "[flags]", `Show what the running 'tetherd up' is doing: the peer, since when it is connected,
-round-trip time, traffic and rates, open flows, reconnects and the last error.`)
+	fs := newFlagSet(c, "status", "[flags]", `Show what the running 'tetherd up' (or 'tetherd proxy') is doing: the peer, since
+when it is connected, round-trip time, traffic and rates, open flows, reconnects and
+the last error. The status of up needs root.`)
 	asJSON := fs.Bool("json", false, "print the status as JSON, for programs")
-	configPath := fs.String("config", "", "read journal_dir from the YAML configuration `FILE`")
-	socket := fs.String("socket", "", "the control `SOCKET` (default: control.sock in journal_dir, /run/tetherd)")
+	configPath := fs.String("config", "", "read control_socket and journal_dir from the YAML configuration `FILE`")
+	socket := fs.String("socket", "", "the control `SOCKET` (default: control.sock in journal_dir, /run/tetherd, else the proxy's)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	path := *socket
-	if path == "" {
-		cfg, err := loadClientConfig(*configPath)
-		if err != nil {
-			return err
-		}
-		path = filepath.Join(cfg.JournalDir, controlSocket)
+	socks, err := candidateSockets(*socket, *configPath)
+	if err != nil {
+		return err
 	}
-	st, raw, err := fetchStatus(ctx, path)
+	var st daemon.Status
+	raw, err := fetchControl(ctx, socks, "/status", &st)
 	if err != nil {
 		return err
 	}
@@ -46,73 +37,35 @@ round-trip time, traffic and rates, open flows, reconnects and the last error.`)
 	return nil
 }
 
-// fetchStatus asks the control socket at path for the status.
-func fetchStatus(ctx context.Context, path string) (daemon.Status, []byte, error) {
-	var st daemon.Status
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}, Timeout: 5 * time.Second}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://tetherd/status", nil)
-	if err != nil {
-		return st, nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return st, nil, fmt.Errorf("no tetherd up is running (control socket %s: %v); status needs root", path, unwrapOp(err))
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return st, nil, err
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("control socket %s answered something else: %v", path, err)
-	}
-	return st, raw, nil
-}
-
-func unwrapOp(err error) error {
-	var oe *net.OpError
-	for e := err; e != nil; {
-		if o, ok := e.(*net.OpError); ok {
-			oe = o
-			break
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			break
-		}
-		e = u.Unwrap()
-	}
-	if oe != nil && oe.Err != nil {
-		return oe.Err
-	}
-	return err
-}
-
 // printStatus writes the status for people.
 func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 	var b strings.Builder
+	what := "tetherd is up"
+	if st.Mode == "proxy" {
+		what = "tetherd proxy is running"
+	}
 	if st.State == "connected" {
-		fmt.Fprintf(&b, "tetherd is up: connected to %s since %s (%s)\n", st.Peer,
+		fmt.Fprintf(&b, "%s: connected to %s since %s (%s)\n", what, st.Peer,
 			st.ConnectedSince.Local().Format("15:04:05"), now.Sub(st.ConnectedSince).Round(time.Second))
 	} else {
-		fmt.Fprintf(&b, "tetherd is up, but reconnecting to %s\n", st.Peer)
+		fmt.Fprintf(&b, "%s, but reconnecting to %s\n", what, st.Peer)
 	}
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-11s %s\n", k, v) }
 	if st.TUN != "" {
 		row("device", st.TUN)
+	}
+	if st.Listen != "" {
+		row("listening", st.Listen)
 	}
 	if st.State == "connected" {
 		row("rtt", fmt.Sprintf("%.1f ms", st.RTTMillis))
 	}
 	row("up", fmt.Sprintf("%s (%s/s)", bytesString(float64(st.BytesUp)), bytesString(st.RateUp)))
 	row("down", fmt.Sprintf("%s (%s/s)", bytesString(float64(st.BytesDown)), bytesString(st.RateDown)))
-	row("flows", fmt.Sprintf("%d TCP, %d UDP", st.TCPFlows, st.UDPFlows))
+	row("flows", fmt.Sprintf("%d TCP, %d UDP open (%d TCP, %d UDP since start)", st.TCPFlows, st.UDPFlows, st.TCPFlowsTotal, st.UDPFlowsTotal))
+	if st.TCPRefused > 0 || st.UDPDropped > 0 {
+		row("failed", fmt.Sprintf("%d TCP refused or unreachable, %d UDP datagrams dropped", st.TCPRefused, st.UDPDropped))
+	}
 	row("reconnects", fmt.Sprint(st.Reconnects))
 	if st.LastError != "" {
 		row("last error", st.LastError)

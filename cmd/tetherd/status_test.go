@@ -35,7 +35,7 @@ func TestStatusCommand(t *testing.T) {
 	// No tetherd up: a clear error.
 	var out, errb bytes.Buffer
 	c := &cli{stdout: &out, stderr: &errb}
-	if code := c.run(context.Background(), []string{"status", "--socket", sock}); code != 1 || !strings.Contains(errb.String(), "no tetherd up is running") {
+	if code := c.run(context.Background(), []string{"status", "--socket", sock}); code != 1 || !strings.Contains(errb.String(), "no tetherd up or proxy is running") {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
 	ln, err := net.Listen("unix", sock)

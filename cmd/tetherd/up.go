@@ -24,6 +24,7 @@ func runUp(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet(c, "up", "[PEER-URI] [flags]", upDescription)
 	configPath := fs.String("config", "", "read the YAML configuration `FILE` (default "+systemConfig+" if it exists)")
 	logLevel := fs.String("log-level", "", "log at level `L`: debug, info, warn or error (default info)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on `ADDR`, host:port (default: metrics.listen, off)")
 	positional, err := fs.parseOptionalArg(args)
 	if err != nil {
 		return err
@@ -31,6 +32,9 @@ func runUp(ctx context.Context, c *cli, args []string) error {
 	cfg, err := loadPeerConfig(*configPath, positional, *logLevel)
 	if err != nil {
 		return err
+	}
+	if *metrics != "" {
+		cfg.Metrics.Listen = *metrics
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"go.uber.org/zap"
@@ -122,33 +120,14 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		dev.Close()
 		return err
 	}
-	// The control socket for `tetherd status`, root only: the journal directory is
-	// 0700, and the socket itself 0600.
-	sock := filepath.Join(cfg.JournalDir, controlSocket)
-	_ = os.Remove(sock) // left by a crashed up; the journal lock says no other up runs
-	ln, err := net.Listen("unix", sock)
+	// The control socket for `tetherd status` and `tetherd flows`, root only (a 0700
+	// directory, a 0600 socket), and the optional metrics.
+	stopMonitor, err := startMonitor(ctx, log, client, monitorOptions{Socket: upSocket(cfg), MetricsAddr: cfg.Metrics.Listen})
 	if err != nil {
-		dev.Close()
-		return fmt.Errorf("control socket: %w", err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ln.Close()
 		dev.Close()
 		return err
 	}
-	ctlCtx, stopCtl := context.WithCancel(ctx)
-	ctlDone := make(chan struct{})
-	go func() {
-		defer close(ctlDone)
-		if err := client.ServeControl(ctlCtx, ln); err != nil {
-			log.Warn("control socket", zap.Error(err))
-		}
-	}()
-	defer func() {
-		stopCtl()
-		<-ctlDone
-		_ = os.Remove(sock)
-	}()
+	defer stopMonitor()
 	err = client.Run(ctx, func() {
 		log.Info("tunnel is up", zap.String("peer", peer.Redacted()), zap.String("tun", name))
 		if nerr := linux.Notify("READY=1"); nerr != nil { // systemd Type=notify
