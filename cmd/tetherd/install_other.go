@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin
 
 package main
 
@@ -9,8 +9,8 @@ import (
 	"github.com/tetherd/tetherd/daemon"
 )
 
-// The launchd job (platform/darwin) is installed once tetherd up runs on macOS.
-var errServiceUnsupported = errors.New("tetherd install is not supported on " + runtime.GOOS + " yet: tetherd up does not run here")
+// Services are installed on Linux (systemd) and macOS (launchd) only.
+var errServiceUnsupported = errors.New("tetherd install is not supported on " + runtime.GOOS + ": tetherd up does not run here")
 
 func serviceSupported() error { return errServiceUnsupported }
 

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin
 
 package main
 
@@ -12,7 +12,7 @@ import (
 	"github.com/tetherd/tetherd/daemon"
 )
 
-var errUnsupported = errors.New("tetherd up is not supported on " + runtime.GOOS + " yet (see the macOS issue); tetherd serve works")
+var errUnsupported = errors.New("tetherd up is not supported on " + runtime.GOOS + " (only Linux and macOS); tetherd serve works")
 
 func up(context.Context, *cli, *daemon.Config, *daemon.ClientSettings, *zap.Logger) error {
 	return errUnsupported

@@ -1,0 +1,226 @@
+//go:build darwin
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tetherd/tetherd/daemon"
+	"github.com/tetherd/tetherd/platform/darwin"
+	"github.com/tetherd/tetherd/transport"
+)
+
+// checkDarwinConfig refuses what the configuration asks and macOS cannot do.
+func checkDarwinConfig(cfg *daemon.Config) error {
+	switch cfg.DNS.Mode {
+	case "auto", "off":
+	default:
+		return fmt.Errorf("dns.mode %s is Linux-only; on macOS use auto (the SystemConfiguration dynamic store) or off", cfg.DNS.Mode)
+	}
+	if !cfg.Routes.LANBypass {
+		return errors.New("routes.lan_bypass: false is not supported on macOS: the networks the Mac is directly connected to always stay outside the tunnel there (see docs/macos.md)")
+	}
+	return nil
+}
+
+func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettings, log *zap.Logger) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("tetherd up needs root on macOS (it creates a utun and changes routes and DNS): run it with sudo")
+	}
+	if err := checkDarwinConfig(cfg); err != nil {
+		return err
+	}
+	peer, err := transport.ParsePeerURI(cfg.Peer)
+	if err != nil {
+		return err
+	}
+	token, err := peerToken(cfg)
+	if err != nil {
+		return err
+	}
+	limits, err := cfg.Limits.Transport()
+	if err != nil {
+		return err
+	}
+	// The peer's own addresses stay outside the tunnel (resolved now, before DNS is
+	// pointed at the tunnel).
+	exclude, err := peerPrefixes(ctx, peer.URL)
+	if err != nil {
+		return err
+	}
+	journalDir := darwin.JournalDir(cfg.JournalDir)
+	tunName := darwin.TUNName(cfg.TUN.Name)
+	dev, err := tun.CreateTUN(tunName, cfg.TUN.MTU)
+	if err != nil {
+		return fmt.Errorf("create utun (tun.name %s): %w", cfg.TUN.Name, err)
+	}
+	// The device reports link events on a channel that nobody else reads: drain it,
+	// or its goroutine blocks once the buffer is full. The channel is closed after
+	// the device is, which ends this goroutine.
+	var events sync.WaitGroup
+	events.Go(func() {
+		for range dev.Events() {
+		}
+	})
+	defer func() {
+		dev.Close() // a no-op if the client closed it already
+		events.Wait()
+	}()
+	name, err := dev.Name()
+	if err != nil {
+		return err
+	}
+	if name != cfg.TUN.Name {
+		log.Info("macOS names tunnel devices utunN", zap.String("configured", cfg.TUN.Name), zap.String("tun", name))
+	}
+	router, err := darwin.Up(darwin.Config{
+		TUN:        name,
+		MTU:        cfg.TUN.MTU,
+		Addrs:      cs.TUNAddrs,
+		Include:    cs.Include,
+		Exclude:    append(cs.Exclude, exclude...),
+		LANBypass:  cfg.Routes.LANBypass,
+		DNS:        cs.DNSServers,
+		DNSMode:    cfg.DNS.Mode,
+		JournalDir: journalDir,
+	}, darwin.Options{Logger: log.Named("router")})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := router.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	// The tunnel's socket is bound to the interface of the default route, so it
+	// cannot loop into the utun; the watcher re-reads that interface whenever the
+	// network changes, before the client reconnects.
+	binder := darwin.NewBinder(darwin.BinderOptions{Ignore: name, Logger: log.Named("binder")})
+	if _, err := binder.Refresh(ctx); err != nil {
+		log.Warn("no default interface yet; dialing the peer fails until there is one", zap.Error(err))
+	}
+	var netChanged <-chan struct{}
+	if w, werr := darwin.WatchNetwork(darwin.WatchOptions{Ignore: name, Binder: binder, Logger: log.Named("watch")}); werr != nil {
+		log.Warn("not watching the network for changes: the tunnel's socket stays on the interface it has now", zap.Error(werr))
+	} else {
+		defer w.Close()
+		netChanged = w.C()
+	}
+	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
+	// now on, and the tunnel may be the thing that is down.
+	dialer := &net.Dialer{Control: binder.Control, KeepAlive: -1}
+	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		var firstErr error
+		for _, p := range exclude {
+			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		return nil, firstErr
+	}
+	client, err := daemon.NewClient(daemon.ClientOptions{
+		TUN:            dev,
+		NetworkChanged: netChanged,
+		Dial: func(ctx context.Context) (*transport.Session, error) {
+			return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
+				Token:          token,
+				NetDialContext: dialPeer,
+				Config:         limits,
+				Logger:         log.Named("transport"),
+			})
+		},
+		DNS:       cs.DNSServers,
+		HijackDNS: cfg.DNS.Hijack,
+		PeerName:  peer.Redacted(),
+		TUNName:   name,
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+	// The control socket for `tetherd status`, root only: the journal directory is
+	// 0700, and the socket itself 0600.
+	sock := filepath.Join(journalDir, controlSocket)
+	_ = os.Remove(sock) // left by a crashed up; the journal lock says no other up runs
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	ctlCtx, stopCtl := context.WithCancel(ctx)
+	ctlDone := make(chan struct{})
+	go func() {
+		defer close(ctlDone)
+		if err := client.ServeControl(ctlCtx, ln); err != nil {
+			log.Warn("control socket", zap.Error(err))
+		}
+	}()
+	defer func() {
+		stopCtl()
+		<-ctlDone
+		_ = os.Remove(sock)
+	}()
+	err = client.Run(ctx, func() {
+		log.Info("tunnel is up", zap.String("peer", peer.Redacted()), zap.String("tun", name))
+	})
+	if err == nil {
+		log.Info("shutting down: restoring routes and DNS")
+	}
+	return err
+}
+
+// peerPrefixes returns the addresses of the peer URL's host as host prefixes. It is
+// up_linux.go's function of the same name; see the report of the macOS issue about
+// sharing it.
+func peerPrefixes(ctx context.Context, rawURL string) ([]netip.Prefix, error) {
+	host := rawURL
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if i := strings.IndexAny(host, "/?"); i >= 0 {
+		host = host[:i]
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Prefix{netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())}, nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the peer %s: %w", host, err)
+	}
+	var out []netip.Prefix
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
+}
+
+func down(dir string) ([]string, error) {
+	return darwin.Down(darwin.JournalDir(dir), darwin.Options{})
+}
