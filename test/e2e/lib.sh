@@ -532,7 +532,8 @@ tt_wait_exit() {
 # which does not forward, as before). imp-a and imp-b are persistent: while no relay
 # runs, the link is a blackhole. Each forwarded packet's TTL drops by 2.
 #
-#   tt_topology_up_impaired     the four namespaces, then tt_impair_start
+#   tt_topology_up_impaired     the four namespaces, then tt_impair_start with the
+#                               flags in the array TT_IMPAIR_FLAGS (default none)
 #   tt_impair_start [FLAGS...]  start the relay (test/impair) in MIDDLE with FLAGS
 #                               (command-line settings: -delay 20ms -loss 1 ...);
 #                               TT_IMPAIR_SEED (default 1) is its -seed
@@ -555,6 +556,7 @@ TT_IMPAIR_TPID=""
 TT_IMPAIR_SETTINGS="" # what the last tt_impair set
 TT_IMPAIR_BLACKHOLE=off
 TT_IMPAIR_GEN=0 # SIGHUPs sent to the running relay
+TT_IMPAIR_FLAGS=() # flags of the relay tt_topology_up_impaired starts (set after sourcing)
 
 # tt_build_impair: the relay binary into WORK (TT_IMPAIR).
 tt_build_impair() {
@@ -656,7 +658,7 @@ tt_topology_up_impaired() {
 	ip -n "$INTERNET" -4 route add 10.200.1.0/24 via "$TT_PHONE_WAN_IP4"
 	ip -n "$INTERNET" -6 route add fd00:200:1::/64 via "$TT_PHONE_WAN_IP6"
 
-	tt_impair_start
+	tt_impair_start "${TT_IMPAIR_FLAGS[@]}"
 	tt_wait 10 "LAPTOP reaches the phone through MIDDLE" ip netns exec "$LAPTOP" ping -c1 -W1 -q "$TT_PHONE_LAN_IP4" ||
 		tt_die "LAPTOP cannot ping the phone through MIDDLE"
 	tt_wait 10 "LAPTOP reaches the phone through MIDDLE (IPv6)" ip netns exec "$LAPTOP" ping -6 -c1 -W1 -q "$TT_PHONE_LAN_IP6" ||
@@ -684,10 +686,10 @@ tt_impair_start() {
 
 # tt_impair_apply: write the settings file and wait until the relay applied it.
 tt_impair_apply() {
-	[ -n "$TT_IMPAIR_PID" ] && tt_alive "$TT_IMPAIR_PID" || {
+	if [ -z "$TT_IMPAIR_PID" ] || ! tt_alive "$TT_IMPAIR_PID"; then
 		tt_log "tt_impair: the relay is not running"
 		return 1
-	}
+	fi
 	printf '%s blackhole=%s\n' "$TT_IMPAIR_SETTINGS" "$TT_IMPAIR_BLACKHOLE" >"$WORK/impair.ctl"
 	TT_IMPAIR_GEN=$((TT_IMPAIR_GEN + 1))
 	kill -HUP "$TT_IMPAIR_PID"
