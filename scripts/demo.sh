@@ -151,6 +151,16 @@ if tt_has_command status; then
 	printf '%s   [laptop] $ sudo tetherd status%s\n' "$G" "$N"
 	sleep 1 # let it measure a rate
 	ip netns exec "$LAPTOP" "$TT_TETHERD" status --config "$CFG" 2>&1 | sed 's/^/     /' || true
+	if tt_has_command flows; then
+		# A slow download (at most 4 s) so that there is a flow to list.
+		ip netns exec "$LAPTOP" curl -sS --max-time 4 --limit-rate 1M -o /dev/null http://internet.test/big 2>/dev/null &
+		slow=$!
+		sleep 1
+		printf '%s   [laptop] $ sudo tetherd flows%s\n' "$G" "$N"
+		ip netns exec "$LAPTOP" "$TT_TETHERD" flows --config "$CFG" 2>&1 | sed 's/^/     /' || true
+		kill "$slow" 2>/dev/null || true
+		wait "$slow" 2>/dev/null || true
+	fi
 else
 	echo "   ${D}(this tetherd has no 'status' command yet)${N}"
 fi

@@ -209,6 +209,40 @@ check_download() {
 	echo "$size bytes at $(awk -v s="$speed" 'BEGIN{printf "%.1f", s*8/1e6}') Mbit/s, sha256 matches"
 }
 
+# While a slow download runs: status, flows and the metrics endpoint all show its
+# flow, and the flow's id is on up's debug log lines.
+check_status_flows_metrics() {
+	need_up || return 1
+	local pid st fl m id rc=0 i
+	in_laptop curl -sS --max-time 10 --limit-rate 500k -o /dev/null "http://$TT_INET_IP4/big" &
+	pid=$!
+	for i in $(seq 50); do
+		fl=$(in_laptop "$TT_TETHERD" flows --json --config "$CFG" 2>&1) || true
+		grep -q "\"dst\": \"$TT_INET_IP4:80\"" <<<"$fl" && break
+		sleep 0.1
+	done
+	sleep 0.5
+	st=$(in_laptop "$TT_TETHERD" status --json --config "$CFG" 2>&1) || true
+	fl=$(in_laptop "$TT_TETHERD" flows --config "$CFG" 2>&1) || true
+	m=$(in_laptop curl -sS --max-time 5 http://127.0.0.1:9470/metrics 2>&1) || true
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	grep -q '"mode": "up"' <<<"$st" && grep -q '"state": "connected"' <<<"$st" && grep -Eq '"tcp_flows": [1-9]' <<<"$st" ||
+		{ echo "status --json: $st"; rc=1; }
+	id=$(awk -v d="$TT_INET_IP4:80" '$2 == "tcp" && $4 == d {print $1; exit}' <<<"$fl")
+	[ -n "$id" ] || { printf 'tetherd flows shows no tcp flow to %s:
+%s
+' "$TT_INET_IP4:80" "$fl"; rc=1; }
+	if [ -n "$id" ] && ! grep -E "\"flow\": $id\b|flow=$id\b|\bflow\W+$id\b" "$WORK/up1.log" | grep -q 'tcp flow open'; then
+		echo "no 'tcp flow open' line with flow $id in up's log"
+		rc=1
+	fi
+	grep -q '^tetherd_connected 1' <<<"$m" && grep -Eq '^tetherd_flows\{proto="tcp"\} [1-9]' <<<"$m" &&
+		grep -q '^go_goroutines ' <<<"$m" || { echo "metrics:"; head -n 40 <<<"$m"; rc=1; }
+	[ "$rc" = 0 ] && printf 'flow %s listed:\n%s\nmetrics: %s\n' "$id" "$fl" "$(grep -E '^tetherd_(flows|connected)' <<<"$m" | tr '\n' ' ')"
+	return "$rc"
+}
+
 check_upload() {
 	need_up || return 1
 	local url=$1 want got
@@ -622,7 +656,7 @@ echo "# tetherd serve (uid $(awk '/^Uid:/{print $2}' "/proc/$TT_SERVE_PID/status
 
 CFG="$WORK/up.yaml"
 CFG_PEER="$WORK/up-peer.yaml"
-tt_write_up_config "$CFG"
+tt_write_up_config "$CFG" "$(printf 'metrics:\n  listen: 127.0.0.1:9470')"
 tt_write_up_config "$CFG_PEER" "peer: \"$TT_URI\""
 head -c $((32 << 20)) /dev/urandom >"$WORK/upload.bin"
 
@@ -639,6 +673,7 @@ check "download 64 MiB over IPv6 (http://[$TT_INET_IP6]/big), sha256 matches" ch
 check "upload 32 MiB over IPv4, the server's sha256 matches" check_upload "http://$TT_INET_IP4/upload"
 check "upload 32 MiB over IPv6, the server's sha256 matches" check_upload "http://[$TT_INET_IP6]/upload"
 check "name resolution: curl http://internet.test/big.sha256" check_http_by_name
+check "tetherd status/flows --json and /metrics show a running download's flow" check_status_flows_metrics
 check "dig +short internet.test @10.255.77.2 (UDP)" dig_check "$TT_INET_IP4" internet.test @10.255.77.2
 check "dig +tcp +short internet.test @10.255.77.2" dig_check "$TT_INET_IP4" +tcp internet.test @10.255.77.2
 check "dig +short AAAA internet.test @fd74:6574:6865:7264::53" dig_check "$TT_INET_IP6" AAAA internet.test @fd74:6574:6865:7264::53
