@@ -21,24 +21,11 @@ import (
 	"github.com/tetherd/tetherd/transport"
 )
 
-// checkDarwinConfig refuses what the configuration asks and macOS cannot do.
-func checkDarwinConfig(cfg *daemon.Config) error {
-	switch cfg.DNS.Mode {
-	case "auto", "off":
-	default:
-		return fmt.Errorf("dns.mode %s is Linux-only; on macOS use auto (the SystemConfiguration dynamic store) or off", cfg.DNS.Mode)
-	}
-	if !cfg.Routes.LANBypass {
-		return errors.New("routes.lan_bypass: false is not supported on macOS: the networks the Mac is directly connected to always stay outside the tunnel there (see docs/macos.md)")
-	}
-	return nil
-}
-
 func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettings, log *zap.Logger) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("tetherd up needs root on macOS (it creates a utun and changes routes and DNS): run it with sudo")
 	}
-	if err := checkDarwinConfig(cfg); err != nil {
+	if err := darwin.CheckSettings(cfg.DNS.Mode, cfg.Routes.LANBypass); err != nil {
 		return err
 	}
 	peer, err := transport.ParsePeerURI(cfg.Peer)
