@@ -613,10 +613,19 @@ func TestCurl(t *testing.T) {
 	}))
 	defer hs.Close()
 	port := hs.Listener.Addr().(*net.TCPAddr).Port
+	hts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s", r.URL.Path)
+	}))
+	defer hts.Close()
+	tlsPort := hts.Listener.Addr().(*net.TCPAddr).Port
 	for _, args := range [][]string{
 		{"--socks5-hostname", e.addr, fmt.Sprintf("http://files.test:%d/socks", port)},
 		{"-x", "http://" + e.addr, fmt.Sprintf("http://127.0.0.1:%d/http", port)},
 		{"-p", "-x", "http://" + e.addr, fmt.Sprintf("http://files.test:%d/tunnel", port)},
+		// HTTPS through CONNECT, as browsers do it (the test server's certificate is
+		// self-signed: -k).
+		{"-k", "-x", "http://" + e.addr, fmt.Sprintf("https://files.test:%d/https", tlsPort)},
+		{"-k", "--socks5-hostname", e.addr, fmt.Sprintf("https://files.test:%d/socks-https", tlsPort)},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		out, err := exec.CommandContext(ctx, curl, append([]string{"-sS", "--noproxy", "", "--max-time", "15"}, args...)...).CombinedOutput()
