@@ -53,22 +53,63 @@ func ParsePortRange(s string) (PortRange, error) {
 
 func (r PortRange) contains(p uint16) bool { return p >= r.First && p <= r.Last }
 
-// metadataAddrs are cloud instance-metadata services, refused whatever the policy says.
+// isMetadata reports the cloud instance-metadata and host-agent services, refused
+// whatever the policy says: reaching them from a client would hand it the machine's
+// cloud credentials. Most sit in 169.254.0.0/16, which the default policy refuses
+// anyway; these stay refused when AllowLinkLocal is set, and the ones outside it are
+// refused always.
 func isMetadata(ip netip.Addr) bool {
-	return ip == netip.AddrFrom4([4]byte{169, 254, 169, 254}) ||
-		ip == netip.AddrFrom4([4]byte{169, 254, 170, 2}) || // ECS task metadata
-		ip == netip.MustParseAddr("fd00:ec2::254")
+	for _, m := range [...]netip.Addr{
+		netip.AddrFrom4([4]byte{169, 254, 169, 254}),                           // AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean
+		netip.AddrFrom4([4]byte{169, 254, 170, 2}),                             // AWS ECS task metadata
+		netip.AddrFrom4([4]byte{169, 254, 170, 23}),                            // AWS EKS pod identity agent
+		netip.AddrFrom4([4]byte{169, 254, 0, 23}),                              // Tencent Cloud
+		netip.AddrFrom4([4]byte{100, 100, 100, 200}),                           // Alibaba Cloud
+		netip.AddrFrom4([4]byte{168, 63, 129, 16}),                             // Azure WireServer
+		netip.AddrFrom16([16]byte{0xfd, 0x00, 0x0e, 0xc2, 14: 0x02, 15: 0x54}), // fd00:ec2::254, AWS IPv6
+		netip.AddrFrom16([16]byte{0xfd, 0x00, 0x0e, 0xc2, 15: 0x23}),           // fd00:ec2::23, AWS EKS IPv6
+	} {
+		if ip == m {
+			return true
+		}
+	}
+	return false
+}
+
+// nat64Embedded returns the IPv4 address inside an address of the well-known NAT64
+// prefix 64:ff9b::/96 (RFC 6052), which reaches that IPv4 address through the
+// network's translator, so the policy judges it as that address.
+func nat64Embedded(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.Is6() {
+		return netip.Addr{}, false
+	}
+	b := ip.As16()
+	if [12]byte(b[:12]) != [12]byte{0x00, 0x64, 0xff, 0x9b} {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFrom4([4]byte(b[12:])), true
 }
 
 // Check returns nil when ip:port may be dialed, else an error that says which rule
 // refused it.
 func (p *Policy) Check(ip netip.Addr, port uint16) error {
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	deny := func(why string) error {
 		return &StreamError{Code: wire.CodeDenied, Reason: fmt.Sprintf("%v denied by policy: %s", netip.AddrPortFrom(ip, port), why)}
 	}
+	if v4, ok := nat64Embedded(ip); ok {
+		// Judged by every rule but the allow list, which may name the NAT64 prefix.
+		var q Policy
+		if p != nil {
+			q = *p
+		}
+		q.Allow = nil
+		if err := q.Check(v4, port); err != nil {
+			return deny("NAT64 form of " + v4.String() + ", which is refused")
+		}
+	}
 	switch {
-	case !ip.IsValid() || ip.IsUnspecified():
+	case !ip.IsValid() || ip.IsUnspecified() || ip.Is4() && ip.As4()[0] == 0: // 0.0.0.0/8 may reach the peer itself
 		return deny("unspecified address")
 	case ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return deny("multicast or broadcast")

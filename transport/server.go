@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,10 +56,78 @@ type Server struct {
 	// Logger receives logs: a line per session and per refused stream. Nil discards.
 	Logger *zap.Logger
 
+	// AuthFailureBurst is how many failed authentications (a missing or wrong token)
+	// one source — an IPv4 address, or an IPv6 /64 — may make in a row; then it
+	// regains one attempt per AuthFailureInterval, and until then is answered 429 Too
+	// Many Requests with Retry-After without its token being compared. Default 5;
+	// negative turns the limit off.
+	AuthFailureBurst int
+	// AuthFailureInterval is how often a source regains one authentication attempt.
+	// Default 20 s.
+	AuthFailureInterval time.Duration
+	// AuthSources bounds how many sources the failure counter tracks; when the table
+	// is full, the sources not in it share one counter. Default 4096.
+	AuthSources int
+	// MaxUnauthenticatedConns caps the connections that have not completed an
+	// authenticated upgrade (TLS handshakes and requests in progress, idle
+	// keep-alives); a new connection beyond it is closed at once. It is enforced by
+	// the ConnState method, which must be set as the http.Server's ConnState. Default
+	// 64.
+	MaxUnauthenticatedConns int
+	// MaxUnauthenticatedPerSource caps those connections per source (an IPv4
+	// address, or an IPv6 /64). Default 8.
+	MaxUnauthenticatedPerSource int
+	// MaxSessions caps the sessions running at once; beyond it a new session is
+	// answered 503 Service Unavailable with Retry-After. Default 32.
+	MaxSessions int
+
+	initOnce sync.Once
+	auth     *authLimiter // nil when the limit is off
+	preAuth  *connLimiter
+
 	mu       sync.Mutex
 	sessions map[*session]struct{}
+	active   int // sessions admitted, from before the upgrade until they end
 	closing  bool
 	wg       sync.WaitGroup // sessions and their relays
+}
+
+// init builds the abuse limiters from the fields, once.
+func (srv *Server) init() {
+	srv.initOnce.Do(func() {
+		def := func(v, d int) int {
+			if v == 0 {
+				return d
+			}
+			return v
+		}
+		if srv.AuthFailureBurst >= 0 {
+			interval := srv.AuthFailureInterval
+			if interval <= 0 {
+				interval = defaultAuthFailureInterval
+			}
+			srv.auth = newAuthLimiter(def(srv.AuthFailureBurst, defaultAuthFailureBurst), interval,
+				max(1, def(srv.AuthSources, defaultAuthSources)), time.Now)
+		}
+		srv.preAuth = newConnLimiter(max(1, def(srv.MaxUnauthenticatedConns, defaultMaxUnauthConns)),
+			max(1, def(srv.MaxUnauthenticatedPerSource, defaultMaxUnauthPerSource)))
+	})
+}
+
+func (srv *Server) maxSessions() int {
+	if srv.MaxSessions > 0 {
+		return srv.MaxSessions
+	}
+	return defaultMaxSessions
+}
+
+// ConnState is a hook for http.Server.ConnState that caps the connections that have
+// not completed an authenticated upgrade (MaxUnauthenticatedConns,
+// MaxUnauthenticatedPerSource), so slow or idle clients without the token cannot use
+// up the peer's connections and memory. Set it on the http.Server that serves srv.
+func (srv *Server) ConnState(c net.Conn, st http.ConnState) {
+	srv.init()
+	srv.preAuth.state(c, st)
 }
 
 func (srv *Server) logger() *zap.Logger {
@@ -71,6 +140,7 @@ func (srv *Server) logger() *zap.Logger {
 // ServeHTTP authenticates the request, negotiates tether.v1 and runs the session until
 // it ends.
 func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	srv.init()
 	log := srv.logger()
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -80,10 +150,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "tetherd peer: this endpoint speaks %s over WebSocket; connect with 'tetherd up'\n", wire.Subprotocol)
 		return
 	}
-	if !srv.authorized(r) {
-		log.Info("refused session: bad or missing token", zap.String("remote", r.RemoteAddr))
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tetherd"`)
-		http.Error(w, "tetherd: missing or wrong token", http.StatusUnauthorized)
+	if !srv.authenticate(w, r) {
 		return
 	}
 	offered := offeredProtocols(r)
@@ -104,12 +171,25 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	srv.mu.Lock()
 	if srv.closing {
 		srv.mu.Unlock()
-		http.Error(w, "tetherd: shutting down", http.StatusServiceUnavailable)
+		refuse(w, http.StatusServiceUnavailable, 0, "tetherd: shutting down")
 		return
 	}
+	if srv.active >= srv.maxSessions() {
+		srv.mu.Unlock()
+		log.Warn("refused session: too many sessions", zap.String("remote", r.RemoteAddr), zap.Int("limit", srv.maxSessions()))
+		refuse(w, http.StatusServiceUnavailable, 10*time.Second,
+			fmt.Sprintf("tetherd: too many sessions (limit %d); try again later", srv.maxSessions()))
+		return
+	}
+	srv.active++
 	srv.wg.Add(1)
 	srv.mu.Unlock()
-	defer srv.wg.Done()
+	defer func() {
+		srv.mu.Lock()
+		srv.active--
+		srv.mu.Unlock()
+		srv.wg.Done()
+	}()
 
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{wire.Subprotocol},
@@ -145,17 +225,53 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	slog.Info("session ended", fields...)
 }
 
-func (srv *Server) authorized(r *http.Request) bool {
+// authenticate checks the token, unless the source failed too often lately; it
+// answers the request itself when it returns false. The token is never logged.
+func (srv *Server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	if srv.Token == "" {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		return false
+	log := srv.logger()
+	src, hasSrc := sourceOf(r.RemoteAddr)
+	if srv.auth != nil && hasSrc {
+		if wait := srv.auth.wait(src); wait > 0 {
+			log.Info("refused session: too many failed authentications", zap.String("remote", r.RemoteAddr), zap.Duration("retry_after", wait))
+			refuse(w, http.StatusTooManyRequests, wait, "tetherd: too many wrong tokens from this address; try again later")
+			return false
+		}
 	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	// Compare digests so the comparison takes the same time whatever the lengths.
 	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(srv.Token))
-	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+	if ok && subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
+		if srv.auth != nil && hasSrc {
+			srv.auth.succeed(src)
+		}
+		return true
+	}
+	if srv.auth != nil && hasSrc {
+		srv.auth.fail(src)
+	}
+	msg := "tetherd: wrong token"
+	if !ok {
+		msg = "tetherd: missing token: send Authorization: Bearer TOKEN (the token= of the peer URI)"
+	}
+	log.Info("refused session: bad or missing token", zap.String("remote", r.RemoteAddr), zap.Bool("token_sent", ok))
+	w.Header().Set("WWW-Authenticate", `Bearer realm="tetherd"`)
+	refuse(w, http.StatusUnauthorized, 0, msg)
+	return false
+}
+
+// refuse answers a request that gets no session with status and msg, and closes the
+// connection after it, so a client that keeps trying pays for a new connection each
+// time. retry, when positive, is sent as Retry-After (whole seconds, rounded up).
+func refuse(w http.ResponseWriter, status int, retry time.Duration, msg string) {
+	h := w.Header()
+	h.Set("Connection", "close")
+	if retry > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+	}
+	http.Error(w, msg, status)
 }
 
 func offeredProtocols(r *http.Request) []string {

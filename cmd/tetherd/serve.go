@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -201,15 +202,7 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{
-		Handler:           newServeMux(sc.Path, peer),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          errorLog,
-		// HTTP/1.1 only: the WebSocket upgrade needs it.
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
-	}
+	hs := newHTTPServer(newServeMux(sc.Path, peer), peer, errorLog)
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
@@ -259,6 +252,37 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// Limits of the HTTP server in front of the peer. They only bound requests that have
+// not become a session: net/http clears every deadline when the WebSocket upgrade
+// takes the connection over.
+const (
+	// headerTimeout bounds the TLS handshake and the request headers (slowloris).
+	headerTimeout = 10 * time.Second
+	// requestTimeout bounds a whole request, body included, and writing its answer.
+	requestTimeout = 30 * time.Second
+	// idleTimeout closes a keep-alive connection that sends no next request.
+	idleTimeout = 30 * time.Second
+	// maxHeaderBytes bounds the request headers; an upgrade request needs about 1 KiB.
+	maxHeaderBytes = 16 << 10
+)
+
+// newHTTPServer returns the http.Server that serves handler, with the slowloris
+// timeouts above and peer's cap on connections that have not authenticated.
+func newHTTPServer(handler http.Handler, peer *transport.Server, errorLog *stdlog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       requestTimeout,
+		WriteTimeout:      requestTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         peer.ConnState,
+		ErrorLog:          errorLog,
+		// HTTP/1.1 only: the WebSocket upgrade needs it.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
 }
 
 // serveToken returns the token and where it came from: serve.token, the token file,
