@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -118,7 +119,7 @@ func Up(cfg Config, opts Options) (r *Router, err error) {
 	}
 	n, err := apply(e, store, j)
 	if err != nil {
-		lines, uerr := restore(e, j.Changes[:n], true)
+		lines, uerr := restore(e, j, j.Changes[:n], tunAlive)
 		for _, l := range lines {
 			e.log.Info("rolled back", zap.String("change", l))
 		}
@@ -135,9 +136,10 @@ func Up(cfg Config, opts Options) (r *Router, err error) {
 }
 
 // Close restores everything Up changed that still exists, removes the
-// journal and releases its lock. Routes and addresses of the utun are
-// removed only while the utun Up configured still exists (same name and
-// index); once it is closed they are gone with it. Close is idempotent:
+// journal and releases its lock. Addresses of the utun are removed only
+// while the utun Up configured still exists (same name and index); once it
+// is closed they are gone with it, and so are its routes normally (any
+// that outlived it are removed; see restore). Close is idempotent:
 // later calls return the first call's result. If restoring fails, the
 // journal is kept so that Down can try again.
 func (r *Router) Close() error {
@@ -147,12 +149,7 @@ func (r *Router) Close() error {
 		return r.err
 	}
 	r.closed = true
-	idx, err := r.env.ifIndex(r.j.TUN)
-	alive := err == nil && idx == r.j.TUNIndex
-	lines, err := restore(r.env, r.j.Changes, alive)
-	if !alive {
-		lines = append(lines, r.j.TUN+" is gone, and its addresses and routes with it")
-	}
+	lines, err := restore(r.env, r.j, r.j.Changes, r.env.tunState(r.j, false))
 	for _, l := range lines {
 		r.env.log.Info("restored", zap.String("change", l))
 	}
@@ -169,7 +166,9 @@ func (r *Router) Close() error {
 // (see JournalDir) by a process that is gone, e.g. killed with SIGKILL:
 // it is `tetherd down` and crash recovery. Its utun died with it, and
 // the utun's addresses and routes with the utun, so Down undoes the rest:
-// the Exclude routes and DNS. It returns one human-readable line per
+// the Exclude routes, DNS, and utun routes that outlived the utun. It
+// never touches another utun that took the same name. It returns one
+// human-readable line per
 // thing restored or found already gone; without a journal it returns
 // nil, nil. It fails while the tetherd that wrote the journal still runs.
 // On an error the journal is kept.
@@ -189,9 +188,8 @@ func Down(journalDir string, opts Options) (restored []string, err error) {
 	}
 	e := newEnv(opts)
 	restored = append(restored, fmt.Sprintf("journal of tetherd pid %d (%s, written %s)", j.PID, j.TUN, j.Created.Format(time.RFC3339)))
-	lines, err := restore(e, j.Changes, false)
+	lines, err := restore(e, j, j.Changes, e.tunState(j, true))
 	restored = append(restored, lines...)
-	restored = append(restored, j.TUN+" went away with tetherd pid "+strconv.Itoa(j.PID)+", and its addresses and routes with it")
 	if err != nil {
 		return restored, fmt.Errorf("restore from journal %s (kept): %w", store.path(), err)
 	}
@@ -209,7 +207,7 @@ func restoreStale(e *env, store *journalStore) error {
 		return err
 	}
 	e.log.Warn("restoring the configuration left by a tetherd that did not stop cleanly", zap.Int("pid", j.PID), zap.String("journal", store.path()))
-	lines, err := restore(e, j.Changes, false)
+	lines, err := restore(e, j, j.Changes, e.tunState(j, true))
 	for _, l := range lines {
 		e.log.Info("restored", zap.String("change", l))
 	}
@@ -353,14 +351,58 @@ func apply(e *env, store *journalStore, j *journal) (int, error) {
 	return len(j.Changes), nil
 }
 
-// restore undoes changes in reverse order. Changes on the utun are undone
-// only when tunAlive. Things already gone are reported as such, not as
-// errors. It carries on after an error and returns all errors joined.
-func restore(e *env, changes []change, tunAlive bool) (lines []string, err error) {
+// tunState says what became of the utun of a journal.
+type tunState int
+
+const (
+	tunAlive    tunState = iota // the utun Up configured
+	tunGone                     // no interface of that name
+	tunReplaced                 // another utun of that name: another process's
+)
+
+// tunState looks the journal's utun up. ownerDead says that the process
+// that created it is gone, and its utun with it: an interface of that
+// name is then another one even with the same index (indexes are reused).
+func (e *env) tunState(j *journal, ownerDead bool) tunState {
+	idx, err := e.ifIndex(j.TUN)
+	switch {
+	case err != nil:
+		return tunGone
+	case idx != j.TUNIndex || ownerDead:
+		return tunReplaced
+	}
+	return tunAlive
+}
+
+// restore undoes changes of j in reverse order. Changes on the utun are
+// undone only while it is the utun of j; when it is gone, its routes
+// are checked (`route -n get` of the exact prefix) and removed only if
+// they outlived it, and when its name belongs to another utun, they are
+// left alone. Things already gone are reported as such, not as errors.
+// It carries on after an error and returns all errors joined.
+func restore(e *env, j *journal, changes []change, tun tunState) (lines []string, err error) {
 	var errs []error
+	switch tun {
+	case tunGone:
+		lines = append(lines, j.TUN+" is gone, and its addresses with it")
+	case tunReplaced:
+		lines = append(lines, j.TUN+" is gone; the interface of that name now is another one, whose routes are left alone")
+	}
 	for _, c := range slices.Backward(changes) {
-		if c.Undo == nil || (c.OnTUN && !tunAlive) {
+		if c.Undo == nil {
 			continue
+		}
+		if c.OnTUN && tun != tunAlive {
+			if tun == tunReplaced || c.Undo.Name != routeCmd {
+				continue
+			}
+			switch left, err := routeLeft(e, *c.Undo, j.TUN); {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("check %s: %w", c.What, err))
+				continue
+			case !left:
+				continue // went with the utun
+			}
 		}
 		switch err := runCommand(e, *c.Undo); {
 		case err == nil:
@@ -372,6 +414,31 @@ func restore(e *env, changes []change, tunAlive bool) (lines []string, err error
 		}
 	}
 	return lines, errors.Join(errs...)
+}
+
+// routeLeft reports whether the route that the route delete command del
+// removes is still there, through the interface tun, after that interface
+// was destroyed. It asks `route -n get` for the exact prefix, which the
+// command names after "delete" and its family flag.
+func routeLeft(e *env, del command, tun string) (bool, error) {
+	i := slices.Index(del.Args, "delete")
+	if i < 0 || i+2 >= len(del.Args) {
+		return false, fmt.Errorf("not a route delete: %s", del)
+	}
+	fam, dst := del.Args[i+1], del.Args[i+2]
+	out, err := runRoute(e.ctx, e.run, "-n", "get", fam, dst)
+	if notInTable(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	p, perr := netip.ParsePrefix(dst)
+	ri, err := parseRouteInfo(out, fam == "-inet6")
+	if perr != nil || err != nil {
+		return false, errors.Join(perr, err)
+	}
+	return ri.Dst == p && ri.Interface == tun, nil
 }
 
 // runCommand runs c and turns what route and scutil print about failures

@@ -2,6 +2,8 @@ package darwin
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -61,6 +63,9 @@ type world struct {
 	exists  map[string]bool   // route adds that find the route there
 	fail    string            // a command line that fails
 	lookups map[string]string // route get ADDR -> output; default route otherwise
+	// lingering are routes of the utun still there after it was destroyed
+	// (route get of the exact prefix finds them).
+	lingering map[string]bool
 }
 
 func (w *world) respond(line, stdin string) ([]byte, error) {
@@ -76,6 +81,15 @@ func (w *world) respond(line, stdin string) ([]byte, error) {
 			return nil, routeError(line, "not in table")
 		}
 		return []byte(getDefault6), nil
+	case strings.HasPrefix(line, routeCmd+" -n get ") && strings.Contains(line[strings.LastIndexByte(line, ' '):], "/"):
+		// An exact prefix: a route of the tunnel, left or not.
+		dst := line[strings.LastIndexByte(line, ' ')+1:]
+		if !w.lingering[dst] {
+			return nil, routeError(line, "not in table")
+		}
+		p := netip.MustParsePrefix(dst)
+		mask := net.IP(net.CIDRMask(p.Bits(), p.Addr().BitLen())).String()
+		return []byte(fmt.Sprintf("   route to: %s\ndestination: %s\n       mask: %s\n  interface: utun7\n      flags: <UP,DONE,STATIC>\n", p.Addr(), p.Addr(), mask)), nil
 	case strings.HasPrefix(line, routeCmd+" -n get "):
 		addr := line[strings.LastIndexByte(line, ' ')+1:]
 		if out, ok := w.lookups[addr]; ok {
@@ -451,5 +465,46 @@ func TestDownNoJournal(t *testing.T) {
 	lines, err = Down(t.TempDir(), testOptions(t, f, &alive))
 	if err != nil || lines != nil {
 		t.Errorf("Down: %q, %v", lines, err)
+	}
+}
+
+// Routes of the utun that outlived it are removed by Down; those of
+// another utun that took its name are not touched.
+func TestDownLingeringRoutes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replaced bool
+		golden   string
+	}{
+		{"utun gone", false, "down_lingering.golden"},
+		{"name taken by another utun", true, "down_replaced.golden"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w := newWorld()
+			w.lingering = map[string]bool{"0.0.0.0/1": true, "8000::/1": true}
+			f := &fakeRunner{respond: w.respond}
+			alive := true
+			r, err := Up(fullConfig(dir), testOptions(t, f, &alive))
+			if err != nil {
+				t.Fatal(err)
+			}
+			crash(t, r)
+			opts := testOptions(t, f, &alive)
+			alive = false
+			if tc.replaced {
+				opts.ifIndex = func(string) (int, error) { return testTUNIndex + 1, nil }
+			}
+			f.lines = nil
+			lines, err := Down(dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.note("reported (after the journal's pid and date):")
+			for _, l := range lines[1:] {
+				f.note("  %s", strings.ReplaceAll(l, dir, "DIR"))
+			}
+			golden(t, tc.golden, f.transcript())
+		})
 	}
 }
