@@ -30,7 +30,8 @@ type UnitOptions struct {
 
 // LaunchdPlist returns the property list of the launchd daemon that runs
 // `EXE up --config CONFIG` at boot and restarts it when it exits with a
-// failure.
+// failure. The job has no clean-up step of its own: `tetherd up` restores
+// a stale journal before anything else.
 func LaunchdPlist(o UnitOptions) (string, error) {
 	for _, p := range []struct{ what, path string }{{"executable", o.Exe}, {"configuration", o.Config}} {
 		// filepath.IsAbs would accept only the host's notion of absolute.
@@ -46,6 +47,8 @@ func LaunchdPlist(o UnitOptions) (string, error) {
 <dict>
 	<key>Label</key>
 	<string>` + Label + `</string>
+	<!-- At start, tetherd up first restores what a tetherd that did not stop
+	     cleanly left (routes, DNS; from its journal): no separate clean-up. -->
 	<key>ProgramArguments</key>
 	<array>
 		<string>` + escape(o.Exe) + `</string>
