@@ -53,7 +53,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	local := gonet.NewTCPConn(&wq, ep)
 	f.Open()
 	log.Debug("tcp flow open", zap.Stringer("src", src), zap.Stringer("dst", dst))
-	if !s.goFlow(func() { s.relayTCP(local, ep, conn, f, log) }) {
+	if !s.goFlow(func() { s.relayTCP(local, ep, &wq, conn, f, log) }) {
 		f.Close()
 		ep.Abort()
 		abortConn(conn)
@@ -62,7 +62,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 
 // relayTCP copies both ways until both directions finished: a FIN is passed on as a
 // half-close, a reset as a reset.
-func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, remote net.Conn, f *flowtab.Flow, log *zap.Logger) {
+func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, wq *waiter.Queue, remote net.Conn, f *flowtab.Flow, log *zap.Logger) {
 	s.tcpActive.Add(1)
 	defer s.tcpActive.Add(-1)
 	defer f.Close()
@@ -79,9 +79,7 @@ func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, remote net.Con
 		}
 		ep.Abort() // RST to the application: truncation must not look like success
 	}()
-	buf := bufPool.Get().(*[]byte)
-	_, upErr := io.CopyBuffer(flowtab.Writer{W: remote, Add: f.AddOut}, readerOnly{local}, *buf)
-	bufPool.Put(buf)
+	upErr := copyFromEndpoint(flowtab.Writer{W: remote, Add: f.AddOut}, ep, wq)
 	if upErr == nil {
 		if cw, ok := remote.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
@@ -113,6 +111,27 @@ func abortConn(c net.Conn) {
 	_ = c.Close()
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-type readerOnly struct{ io.Reader }
+// copyFromEndpoint copies what the application sends into w until it half-closes
+// (nil) or the connection fails. It reads straight from the endpoint's receive queue
+// into w when the endpoint says it is readable: an idle flow holds no buffer, and
+// bytes are copied once (into the stream's frame) instead of twice.
+func copyFromEndpoint(w io.Writer, ep tcpip.Endpoint, wq *waiter.Queue) error {
+	entry, readable := waiter.NewChannelEntry(waiter.ReadableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	for {
+		res, err := ep.Read(w, tcpip.ReadOptions{})
+		if res.Count > 0 {
+			ep.ModerateRecvBuf(res.Count) // receive-buffer auto-tuning, as gonet does
+		}
+		switch err.(type) {
+		case nil:
+		case *tcpip.ErrWouldBlock:
+			<-readable // also signalled when the endpoint is closed or reset
+		case *tcpip.ErrClosedForReceive:
+			return nil
+		default:
+			return tcpipError{err}
+		}
+	}
+}
