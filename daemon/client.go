@@ -392,3 +392,8 @@ func (p *assocConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 }
 
 func (p *assocConn) Close() error { return p.a.Close() }
+
+// WaitRead lets the netstack wait for a datagram without holding a buffer.
+func (p *assocConn) WaitRead() error { return p.a.WaitRead() }
+
+var _ netstack.ReadWaiter = (*assocConn)(nil)

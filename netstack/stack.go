@@ -58,6 +58,14 @@ type PacketConn interface {
 	Close() error
 }
 
+// ReadWaiter is a PacketConn that can wait for a datagram without a buffer: the
+// stack then holds no receive buffer for an idle association.
+type ReadWaiter interface {
+	// WaitRead returns nil once ReadFrom would not block, or the error ReadFrom
+	// would return.
+	WaitRead() error
+}
+
 // Options configures a Stack. Zero fields take defaults.
 type Options struct {
 	// MTU of the device; default: dev.MTU().

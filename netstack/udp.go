@@ -46,9 +46,15 @@ const maxPending = 16
 type udpTable struct {
 	mu sync.Mutex
 	m  map[netip.AddrPort]*udpAssoc
+	// bufs holds the 64 KiB receive buffers: an association whose PacketConn is a
+	// ReadWaiter takes one only while a datagram is waiting.
+	bufs sync.Pool
 }
 
-func (t *udpTable) init() { t.m = make(map[netip.AddrPort]*udpAssoc) }
+func (t *udpTable) init() {
+	t.m = make(map[netip.AddrPort]*udpAssoc)
+	t.bufs.New = func() any { b := make([]byte, 64<<10); return &b }
+}
 
 func (t *udpTable) len() int {
 	t.mu.Lock()
@@ -211,16 +217,35 @@ func (s *Stack) runUDP(a *udpAssoc, first netip.AddrPort) {
 			a.flow.AddOut(len(d.data))
 		}
 	}
-	buf := make([]byte, 64<<10)
+	waiter, _ := pc.(ReadWaiter)
+	var buf *[]byte
+	defer func() {
+		if buf != nil {
+			s.udp.bufs.Put(buf)
+		}
+	}()
 	for {
-		n, from, err := pc.ReadFrom(buf)
+		if waiter != nil {
+			// No buffer is held while waiting.
+			if buf != nil {
+				s.udp.bufs.Put(buf)
+				buf = nil
+			}
+			if err := waiter.WaitRead(); err != nil {
+				return
+			}
+		}
+		if buf == nil {
+			buf = s.udp.bufs.Get().(*[]byte)
+		}
+		n, from, err := pc.ReadFrom(*buf)
 		if err != nil {
 			return
 		}
 		a.mu.Lock()
 		a.lastUsed = time.Now()
 		a.mu.Unlock()
-		if err := s.writeUDP(from, a.src, buf[:n]); err != nil {
+		if err := s.writeUDP(from, a.src, (*buf)[:n]); err != nil {
 			s.udpDropped.Add(1)
 		} else {
 			a.flow.AddIn(n)

@@ -168,6 +168,35 @@ func (a *Association) ReadFromAddr(p []byte) (int, wire.Addr, error) {
 	}
 }
 
+// WaitRead blocks until a datagram can be read without blocking, or until reading
+// would fail (closed, reset, deadline); it returns nil in the first case. A reader can
+// so wait with no buffer and take one only when a datagram is there.
+func (a *Association) WaitRead() error {
+	for {
+		a.mu.Lock()
+		switch {
+		case len(a.queue) > 0:
+			a.mu.Unlock()
+			return nil
+		case a.closed:
+			a.mu.Unlock()
+			return net.ErrClosed
+		case a.err != nil:
+			err := a.err
+			a.mu.Unlock()
+			return err
+		}
+		a.mu.Unlock()
+		select {
+		case <-a.readable: // the queue is checked again first
+		case <-a.rd.wait():
+			return ErrTimeout
+		case <-a.closeCh:
+			return net.ErrClosed
+		}
+	}
+}
+
 // WriteToAddr sends p as one datagram to addr (from addr, on the server side). It does
 // not block; a datagram that does not fit in the queue is dropped and counted, and
 // WriteToAddr still returns nil, as a UDP socket would.
