@@ -13,19 +13,47 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
+
+// The link between the TUN device and gVisor. Per-packet work dominates the cost of
+// a userspace stack at MTU 1500 (docs/performance.md), so both directions move
+// packets in batches and merge TCP segments into large ones where they can:
+//
+//   - Inbound, one goroutine (readLoop) reads a batch from the device (wireguard-go
+//     splits the kernel's GSO super-packets into MTU-sized segments) and passes it
+//     through gVisor's GRO, which merges consecutive segments of a TCP flow into one
+//     packet of up to 64 KiB before gVisor's TCP sees them. gVisor runs inline on
+//     that goroutine: when it is slow, the device is simply read more slowly and
+//     the kernel's TUN queue, then the application's TCP, push back. Nothing is
+//     dropped in between.
+//   - Outbound, gVisor's goroutines queue packets (WritePackets) and one goroutine
+//     (writeLoop) writes what has accumulated as one batch: wireguard-go coalesces
+//     the TCP segments of a batch into GSO super-packets (GRO on write), one write
+//     call each, which the kernel delivers to the application as one. The queue is
+//     bounded; a full queue blocks the writer in gVisor (the TCP sender) until the
+//     device caught up: backpressure, not drops.
 
 // tunOffset is the headroom every buffer handed to the tun.Device has: Linux needs room
 // for the virtio-net header when offloads are on, macOS for the 4-byte family header.
 const tunOffset = 16
 
-// linkEndpoint moves packets between a tun.Device and gVisor, in batches of
-// dev.BatchSize(). One goroutine reads the device; gVisor's own goroutines write.
+const (
+	// maxWriteQueue bounds the packets waiting for writeLoop.
+	maxWriteQueue = 512
+	// maxWriteBatch bounds the packets of one dev.Write.
+	maxWriteBatch = 64
+	// coalesceCap is the capacity of a write buffer: room for wireguard-go to merge
+	// segments into a packet of up to 64 KiB.
+	coalesceCap = tunOffset + 1<<16
+)
+
+// linkEndpoint moves packets between a tun.Device and gVisor.
 type linkEndpoint struct {
 	dev   tun.Device
 	mtu   uint32
 	log   *zap.Logger
-	batch int
+	batch int // packets per dev.Read
 	// tap sees every inbound packet before gVisor does (it records SYNs).
 	tap func(pkt []byte)
 
@@ -34,16 +62,37 @@ type linkEndpoint struct {
 	started    bool
 	onClose    func()
 
-	wg sync.WaitGroup
+	wg sync.WaitGroup // readLoop and writeLoop
 
-	wmu   sync.Mutex
-	wbufs [][]byte // reusable write buffers, one per packet slot
+	// The outbound queue, guarded by qmu. queue holds packets gVisor handed over
+	// (each with a reference of ours).
+	qmu     sync.Mutex
+	queue   []*stack.PacketBuffer
+	spare   []*stack.PacketBuffer // the slice writeLoop hands back, reused
+	qclosed bool
+	work    *sync.Cond // writeLoop waits for packets
+	space   *sync.Cond // WritePackets waits for room
+
+	bufPool sync.Pool // *[]byte of cap coalesceCap, for writeLoop
 }
 
 var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
 
 func newLinkEndpoint(dev tun.Device, mtu uint32, log *zap.Logger, tap func([]byte)) *linkEndpoint {
-	return &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: max(1, dev.BatchSize()), tap: tap}
+	e := &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: readBatch(dev.BatchSize(), int(mtu)), tap: tap}
+	e.work = sync.NewCond(&e.qmu)
+	e.space = sync.NewCond(&e.qmu)
+	size := max(coalesceCap, tunOffset+int(mtu))
+	e.bufPool.New = func() any { b := make([]byte, size); return &b }
+	return e
+}
+
+// readBatch is how many buffers one dev.Read gets. On Linux with offloads
+// wireguard-go returns the segments of one GSO packet (at most 64 KiB) per Read, so
+// more than 64 KiB / MSS buffers are never filled: with a large MTU a few suffice.
+func readBatch(devBatch, mtu int) int {
+	need := 1<<16/max(mtu-100, 500) + 2
+	return max(1, min(devBatch, need))
 }
 
 func (e *linkEndpoint) MTU() uint32                             { return e.mtu }
@@ -58,15 +107,16 @@ func (e *linkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityRXChecksumOffload
 }
 
-// Attach starts the read loop the first time a dispatcher is attached.
+// Attach starts the read and write loops the first time a dispatcher is attached.
 func (e *linkEndpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.dispatcher = d
 	if d != nil && !e.started {
 		e.started = true
-		e.wg.Add(1)
+		e.wg.Add(2)
 		go e.readLoop()
+		go e.writeLoop()
 	}
 }
 
@@ -76,10 +126,11 @@ func (e *linkEndpoint) IsAttached() bool {
 	return e.dispatcher != nil
 }
 
-// Wait waits for the read loop, which ends when the device is closed.
+// Wait waits for the read and write loops, which end when the device is closed.
 func (e *linkEndpoint) Wait() { e.wg.Wait() }
 
 func (e *linkEndpoint) Close() {
+	e.closeQueue()
 	e.mu.Lock()
 	f := e.onClose
 	e.onClose = nil
@@ -95,34 +146,72 @@ func (e *linkEndpoint) SetOnCloseAction(f func()) {
 	e.mu.Unlock()
 }
 
+// closeQueue ends writeLoop and fails later writes; queued packets are dropped.
+func (e *linkEndpoint) closeQueue() {
+	e.qmu.Lock()
+	e.qclosed = true
+	e.qmu.Unlock()
+	e.work.Broadcast()
+	e.space.Broadcast()
+}
+
 func (e *linkEndpoint) readLoop() {
 	defer e.wg.Done()
+	// The device is closed (or broken): nothing more can be written either.
+	defer e.closeQueue()
 	bufs := make([][]byte, e.batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, tunOffset+int(e.mtu)+64)
 	}
 	sizes := make([]int, e.batch)
+	var g gro.GRO
+	g.Init(true)
 	for {
 		n, err := e.dev.Read(bufs, sizes, tunOffset)
-		for i := 0; i < n; i++ {
-			e.deliver(bufs[i][tunOffset : tunOffset+sizes[i]])
+		if n > 0 {
+			e.mu.Lock()
+			g.Dispatcher = e.dispatcher
+			e.mu.Unlock()
+			if g.Dispatcher != nil {
+				for i := range n {
+					if pb := e.packetBuffer(bufs[i][tunOffset : tunOffset+sizes[i]]); pb != nil {
+						g.Enqueue(pb) // delivered now, or merged and delivered at Flush
+						pb.DecRef()
+					}
+				}
+				g.Flush()
+			}
 		}
 		if err != nil {
 			if errors.Is(err, tun.ErrTooManySegments) {
 				continue // that batch lost some segments; TCP retransmits them
 			}
-			if errors.Is(err, os.ErrClosed) || errors.Is(err, tun.ErrTooManySegments) {
-				return
+			if !errors.Is(err, os.ErrClosed) {
+				e.log.Debug("tun read", zap.Error(err))
 			}
-			e.log.Debug("tun read", zap.Error(err))
 			return
 		}
 	}
 }
 
+// deliver hands one packet straight to gVisor, without GRO.
 func (e *linkEndpoint) deliver(pkt []byte) {
+	e.mu.Lock()
+	d := e.dispatcher
+	e.mu.Unlock()
+	if pb := e.packetBuffer(pkt); pb != nil {
+		if d != nil {
+			d.DeliverNetworkPacket(pb.NetworkProtocolNumber, pb)
+		}
+		pb.DecRef()
+	}
+}
+
+// packetBuffer shows pkt to the tap and copies it into a gVisor packet buffer; nil
+// when it is not an IP packet.
+func (e *linkEndpoint) packetBuffer(pkt []byte) *stack.PacketBuffer {
 	if len(pkt) == 0 {
-		return
+		return nil
 	}
 	if e.tap != nil {
 		e.tap(pkt)
@@ -134,48 +223,100 @@ func (e *linkEndpoint) deliver(pkt []byte) {
 	case 6:
 		proto = ipv6.ProtocolNumber
 	default:
-		return
-	}
-	e.mu.Lock()
-	d := e.dispatcher
-	e.mu.Unlock()
-	if d == nil {
-		return
+		return nil
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	d.DeliverNetworkPacket(proto, pb)
-	pb.DecRef()
+	pb.NetworkProtocolNumber = proto
+	// The packets come from the local kernel: checksums are not verified again
+	// (CapabilityRXChecksumOffload), and GRO must not verify them either.
+	pb.RXChecksumValidated = true
+	return pb
 }
 
-// WritePackets writes gVisor's outbound packets to the device as one batch.
+// WritePackets queues gVisor's outbound packets for writeLoop. It blocks while the
+// queue is full, and fails once the device is closed.
 func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
 	list := pkts.AsSlice()
-	for len(e.wbufs) < len(list) {
-		e.wbufs = append(e.wbufs, nil)
+	e.qmu.Lock()
+	for len(e.queue) >= maxWriteQueue && !e.qclosed {
+		e.space.Wait()
 	}
-	bufs := make([][]byte, 0, len(list))
-	for i, pkt := range list {
-		size := pkt.Size()
-		b := e.wbufs[i]
-		if cap(b) < tunOffset+size {
-			b = make([]byte, tunOffset+size, tunOffset+max(size, int(e.mtu)))
-			e.wbufs[i] = b
-		}
-		b = b[:tunOffset+size]
-		pos := tunOffset
-		for _, s := range pkt.AsSlices() {
-			pos += copy(b[pos:], s)
-		}
-		bufs = append(bufs, b)
+	if e.qclosed {
+		e.qmu.Unlock()
+		return 0, &tcpip.ErrClosedForSend{}
 	}
-	if _, err := e.dev.Write(bufs, tunOffset); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return 0, &tcpip.ErrClosedForSend{}
-		}
-		e.log.Debug("tun write", zap.Error(err))
-		return 0, &tcpip.ErrAborted{}
+	wasEmpty := len(e.queue) == 0
+	for _, pkt := range list {
+		e.queue = append(e.queue, pkt.IncRef())
+	}
+	e.qmu.Unlock()
+	if wasEmpty {
+		e.work.Signal()
 	}
 	return len(list), nil
+}
+
+// writeLoop writes the queued packets to the device, up to maxWriteBatch per call.
+func (e *linkEndpoint) writeLoop() {
+	defer e.wg.Done()
+	var (
+		bufs  [][]byte
+		held  []*[]byte
+		batch []*stack.PacketBuffer
+	)
+	for {
+		e.qmu.Lock()
+		for len(e.queue) == 0 && !e.qclosed {
+			e.work.Wait()
+		}
+		if e.qclosed {
+			q := e.queue
+			e.queue = nil
+			e.qmu.Unlock()
+			for _, pkt := range q {
+				pkt.DecRef()
+			}
+			return
+		}
+		if len(e.queue) <= maxWriteBatch {
+			batch, e.queue = e.queue, e.spare[:0]
+		} else {
+			batch = append(e.spare[:0], e.queue[:maxWriteBatch]...)
+			n := copy(e.queue, e.queue[maxWriteBatch:])
+			clear(e.queue[n:])
+			e.queue = e.queue[:n]
+		}
+		e.spare = nil
+		e.qmu.Unlock()
+		e.space.Broadcast()
+
+		bufs, held = bufs[:0], held[:0]
+		for _, pkt := range batch {
+			bp := e.bufPool.Get().(*[]byte)
+			b := (*bp)[:tunOffset]
+			for _, s := range pkt.AsSlices() {
+				b = append(b, s...)
+			}
+			pkt.DecRef()
+			held = append(held, bp)
+			bufs = append(bufs, b)
+		}
+		clear(batch)
+		e.qmu.Lock()
+		e.spare = batch[:0]
+		e.qmu.Unlock()
+
+		_, err := e.dev.Write(bufs, tunOffset)
+		for _, bp := range held {
+			e.bufPool.Put(bp)
+		}
+		clear(held)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				e.closeQueue()
+				continue // drops what is queued, then returns
+			}
+			e.log.Debug("tun write", zap.Error(err))
+		}
+	}
 }
