@@ -106,9 +106,8 @@ demo: ## Run the demo (scripts/demo.sh)
 	@if [ -f scripts/demo.sh ]; then exec bash scripts/demo.sh; \
 	else echo "demo: not yet available (scripts/demo.sh missing)"; exit 1; fi
 
-bench: ## Run the benchmarks (bench/run.sh)
-	@if [ -f bench/run.sh ]; then exec bash bench/run.sh; \
-	else echo "bench: not yet available (bench/run.sh missing)"; exit 1; fi
+bench: ## The tunnel vs the direct path in netns (root; bench/run.sh, ~15 min): writes the table into docs/performance.md
+	BENCH_DOC=docs/performance.md bash bench/run.sh
 
 clean: ## Remove build outputs (bin/)
 	rm -rf $(BIN)

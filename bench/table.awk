@@ -1,0 +1,89 @@
+# Turns bench/run.sh's results.txt (lines "MODE TEST PATH VALUE") into markdown:
+# medians of every measure for the direct path and the tunnel, and their ratio.
+
+function median(s,    a, n, i, j, t) {
+	n = split(s, a, " ")
+	if (n == 0) return "NA"
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+	if (n % 2) return a[(n + 1) / 2]
+	return (a[n / 2] + a[n / 2 + 1]) / 2
+}
+
+function add(k, v) {
+	if (v == "NA") { na[k]++; return }
+	vals[k] = (k in vals) ? vals[k] " " v : v
+}
+
+{
+	if ($2 == "load_before" || $2 == "load_after") { load[$1, $2] = $4; next }
+	if (!(($1) in seenmode)) { seenmode[$1] = 1; modes[++nmodes] = $1 }
+	add($1 SUBSEP $2 SUBSEP $3, $4)
+}
+
+function fmt(v) { return v == "NA" ? "–" : v }
+
+function cell(m, t, p,    k, x) {
+	k = m SUBSEP t SUBSEP p
+	x = (k in vals) ? median(vals[k]) : "NA"
+	if ((k in na) && na[k] > 0) return fmt(x) " (" na[k] " failed)"
+	return fmt(x)
+}
+
+function row(m, t, label, lowerbetter,    d, u, r, k) {
+	k = m SUBSEP t SUBSEP "tunnel"
+	if (!(k in vals) && !(k in na)) return
+	d = cell(m, t, "direct"); u = cell(m, t, "tunnel")
+	r = "–"
+	if (d + 0 > 0 && u + 0 > 0) r = sprintf("%.2f×", u / d)
+	printf "| %s | %s | %s | %s | %s | %s |\n", m, label, d, u, r, vals[k]
+}
+
+function trow(m, t, label,    kc, kp) {
+	kc = m SUBSEP t "_client" SUBSEP "tunnel"
+	kp = m SUBSEP t "_peer" SUBSEP "tunnel"
+	if (!(kc in vals) && !(kp in vals) && !(kc in na)) return
+	printf "| %s | %s | %s | %s |\n", m, label, cell(m, t "_client", "tunnel"), cell(m, t "_peer", "tunnel")
+}
+
+END {
+	print "| transport | measure | direct | tunnel | tunnel/direct | tunnel, each run |"
+	print "|---|---|---:|---:|---:|---|"
+	for (i = 1; i <= nmodes; i++) {
+		m = modes[i]
+		row(m, "tcp1_up_gbps", "TCP 1 stream up, Gbit/s")
+		row(m, "tcp1_down_gbps", "TCP 1 stream down, Gbit/s")
+		row(m, "tcp8_up_gbps", "TCP 8 streams up, Gbit/s")
+		row(m, "udp_low_rx_mbps", "UDP " udplow "bit/s offered: received, Mbit/s")
+		row(m, "udp_low_loss_pct", "UDP " udplow "bit/s offered: loss, %")
+		row(m, "udp_high_rx_mbps", "UDP " udphigh "bit/s offered: received, Mbit/s")
+		row(m, "udp_high_loss_pct", "UDP " udphigh "bit/s offered: loss, %")
+		row(m, "conns_per_s", "new connections/s (50 at once)")
+		row(m, "conns_p50_us", "connect+reply p50, µs")
+		row(m, "conns_p99_us", "connect+reply p99, µs")
+		row(m, "conns_errors", "connection errors")
+		row(m, "rr_idle_p50_us", "ping-pong idle p50, µs")
+		row(m, "rr_idle_p99_us", "ping-pong idle p99, µs")
+		row(m, "rr_load_p50_us", "ping-pong under a download p50, µs")
+		row(m, "rr_load_p99_us", "ping-pong under a download p99, µs")
+	}
+	for (k in vals) if (k ~ /(cpu100|rss)_/) { procrows = 1; break }
+	if (procrows) {
+		print ""
+		print "| transport | tunnel process | tetherd up (client) | tetherd serve (peer) |"
+		print "|---|---|---:|---:|"
+	}
+	for (i = 1; i <= nmodes && procrows; i++) {
+		m = modes[i]
+		trow(m, "cpu100_up", "CPU at 100 Mbit/s up, % of a core")
+		trow(m, "cpu100_down", "CPU at 100 Mbit/s down, % of a core")
+		trow(m, "rss_idle", "RSS idle, MiB")
+		for (n = 1000; n <= 100000; n *= 10) {
+			if (!((m SUBSEP "held_" n SUBSEP "tunnel") in vals) && !((m SUBSEP "rss_" n "_client" SUBSEP "tunnel") in na)) continue
+			trow(m, "rss_" n, sprintf("RSS holding %d idle TCP connections, MiB", n))
+			trow(m, "rss_" n "_closed", sprintf("RSS 10 s after those %d closed, MiB", n))
+		}
+	}
+	print ""
+	for (i = 1; i <= nmodes; i++)
+		printf "Load average (1/5/15 min) during %s: %s before, %s after.\n", modes[i], load[modes[i], "load_before"], load[modes[i], "load_after"]
+}
