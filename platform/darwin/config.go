@@ -69,7 +69,8 @@ type Config struct {
 	// tunnel's own socket use). A /0 in Include is split the same way.
 	// IPv6 is always captured: when Include has no IPv6 prefix, ::/1 and
 	// 8000::/1 are routed into the tunnel anyway, so that a split IPv4
-	// tunnel cannot leak IPv6 traffic past it.
+	// tunnel cannot leak IPv6 traffic past it. An Include network that
+	// has a route already (the LAN) keeps it; the halves must be free.
 	Include []netip.Prefix
 	// Exclude never goes into the tunnel: each prefix gets a route through
 	// the default gateway of its family as it was before Up (the peer's

@@ -309,3 +309,34 @@ func TestFakeMacFailureAtEveryStep(t *testing.T) {
 		}
 	}
 }
+
+// An Include network that is routed already is left alone (and not
+// removed later); a half of the full tunnel that is taken fails Up.
+func TestFakeMacExistingRoutes(t *testing.T) {
+	m := newFakeMac()
+	before := m.state()
+	cfg := fullConfig(t.TempDir())
+	cfg.Include = []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("10.0.0.0/8")}
+	r, err := Up(cfg, m.options(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.state(); !strings.Contains(got, "route 192.168.1.0/24 dev en0\n") || !strings.Contains(got, "route 10.0.0.0/8 dev utun7\n") {
+		t.Errorf("while up:\n%s", got)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.state(); got != before {
+		t.Errorf("after Close:\n%s\nwant:\n%s", got, before)
+	}
+
+	m.routes[netip.MustParsePrefix("128.0.0.0/1")] = "dev utun3" // another VPN
+	before = m.state()
+	if _, err := Up(fullConfig(t.TempDir()), m.options(t)); err == nil || !strings.Contains(err.Error(), "another VPN") {
+		t.Errorf("Up over another VPN's half: %v", err)
+	}
+	if got := m.state(); got != before {
+		t.Errorf("after the failed Up:\n%s\nwant:\n%s", got, before)
+	}
+}

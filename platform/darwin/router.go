@@ -300,7 +300,12 @@ func plan(cfg Config, e *env) (*journal, error) {
 	}
 	for _, p := range cfg.tunnelRoutes() {
 		undo := route("delete", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun)
-		add(change{What: fmt.Sprintf("route %v into %s", p, tun), Do: route("add", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun), Undo: &undo, OnTUN: true})
+		// An Include network that is routed already (the LAN itself, say)
+		// stays as it is, as the LAN bypass would keep it on Linux; the
+		// halves of a full tunnel must be tetherd's, or traffic would go
+		// wherever the existing ones lead.
+		half := slices.Contains(v4Halves, p) || slices.Contains(v6Halves, p)
+		add(change{What: fmt.Sprintf("route %v into %s", p, tun), Do: route("add", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun), Undo: &undo, OnTUN: true, ExistsOK: !half})
 	}
 	if len(cfg.DNS) > 0 && cfg.DNSMode != DNSOff {
 		undo := command{Name: scutilCmd, Stdin: removeDNSScript()}
@@ -336,12 +341,15 @@ func apply(e *env, store *journalStore, j *journal) (int, error) {
 		}
 		err := runCommand(e, c.Do)
 		if err != nil && c.ExistsOK && routeExists(err) {
-			e.log.Info("route exists already; leaving it", zap.String("change", c.What))
+			e.log.Info("routed already; leaving that route alone", zap.String("change", c.What))
 			c.Undo = nil
 			if err := store.write(j); err != nil {
 				return i, err
 			}
 			continue
+		}
+		if err != nil && routeExists(err) {
+			return i, fmt.Errorf("%s: the route exists already, not added by this tetherd (another VPN? see netstat -rn): %w", c.What, err)
 		}
 		if err != nil {
 			return i, fmt.Errorf("%s: %w", c.What, err)
