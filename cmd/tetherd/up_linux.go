@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -40,6 +41,48 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return err
 	}
+	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
+	// now on, and the tunnel may be the thing that is down.
+	dialer := &net.Dialer{Control: linux.Control(linux.DefaultFwMark), KeepAlive: -1}
+	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		var firstErr error
+		for _, p := range exclude {
+			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		return nil, firstErr
+	}
+	dial := func(ctx context.Context) (*transport.Session, error) {
+		return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
+			Token:          token,
+			NetDialContext: dialPeer,
+			Config:         limits,
+			Logger:         log.Named("transport"),
+		})
+	}
+	// The first connection is made before anything on the system changes: a wrong
+	// token, pin or version then leaves it untouched. An unreachable peer (no network
+	// yet, the phone away) is not an error: the client connects when it can.
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	first, firstErr := dial(dctx)
+	cancel()
+	if firstErr != nil && (transport.Permanent(firstErr) || ctx.Err() != nil) {
+		return firstErr
+	}
+	defer func() { // unless the client took it over
+		if first != nil {
+			first.Close()
+		}
+	}()
 	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
 	if err != nil {
 		return fmt.Errorf("create TUN %s: %w", cfg.TUN.Name, err)
@@ -69,26 +112,6 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 			err = cerr
 		}
 	}()
-	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
-	// now on, and the tunnel may be the thing that is down.
-	dialer := &net.Dialer{Control: linux.Control(linux.DefaultFwMark), KeepAlive: -1}
-	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		var firstErr error
-		for _, p := range exclude {
-			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
-			if err == nil {
-				return c, nil
-			}
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-		return nil, firstErr
-	}
 	// Links, addresses and main-table routes changing (Wi-Fi roaming, a cable, the
 	// hotspot coming back) make the client reconnect at once instead of after its
 	// backoff.
@@ -103,12 +126,14 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		TUN:            dev,
 		NetworkChanged: netChanged,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
-			return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
-				Token:          token,
-				NetDialContext: dialPeer,
-				Config:         limits,
-				Logger:         log.Named("transport"),
-			})
+			if s, err := first, firstErr; s != nil || err != nil {
+				first, firstErr = nil, nil // the client's first dial: the one made above
+				if err != nil {
+					return nil, err
+				}
+				return s, nil
+			}
+			return dial(ctx)
 		},
 		DNS:       cs.DNSServers,
 		HijackDNS: cfg.DNS.Hijack,
