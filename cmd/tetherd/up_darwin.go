@@ -90,15 +90,25 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 			err = cerr
 		}
 	}()
-	// The tunnel's socket is bound to the interface of the default route, so it
-	// cannot loop into the utun; the watcher re-reads that interface whenever the
-	// network changes, before the client reconnects.
-	binder := darwin.NewBinder(darwin.BinderOptions{Ignore: name, Logger: log.Named("binder")})
+	// The tunnel's socket is bound to the interface of the peer's route (outside
+	// the tunnel), so it cannot loop into the utun. When the network changes, the
+	// watcher moves the peer's exclusion routes to the new gateway and re-reads the
+	// interfaces, before the client reconnects.
+	peerAddrs := make([]netip.Addr, len(exclude))
+	for i, p := range exclude {
+		peerAddrs[i] = p.Addr()
+	}
+	binder := darwin.NewBinder(darwin.BinderOptions{Ignore: name, Destinations: peerAddrs, Logger: log.Named("binder")})
 	if _, err := binder.Refresh(ctx); err != nil {
-		log.Warn("no default interface yet; dialing the peer fails until there is one", zap.Error(err))
+		log.Warn("no interface to the peer yet; dialing it fails until there is one", zap.Error(err))
+	}
+	refresh := func(ctx context.Context) error {
+		rerr := router.Refresh(ctx)
+		_, berr := binder.Refresh(ctx)
+		return errors.Join(rerr, berr)
 	}
 	var netChanged <-chan struct{}
-	if w, werr := darwin.WatchNetwork(darwin.WatchOptions{Ignore: name, Binder: binder, Logger: log.Named("watch")}); werr != nil {
+	if w, werr := darwin.WatchNetwork(darwin.WatchOptions{Ignore: name, Refresh: refresh, Logger: log.Named("watch")}); werr != nil {
 		log.Warn("not watching the network for changes: the tunnel's socket stays on the interface it has now", zap.Error(werr))
 	} else {
 		defer w.Close()

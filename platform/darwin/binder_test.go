@@ -37,7 +37,7 @@ func (b *bindRecorder) last() string {
 	return b.binds[len(b.binds)-1]
 }
 
-var testIfIndex = map[string]int{"en0": 4, "en5": 7, "utun7": testTUNIndex}
+var testIfIndex = map[string]int{"en0": 4, "en5": 7, "en7": 9, "utun7": testTUNIndex}
 
 func fakeIfIndex(name string) (int, error) {
 	if i, ok := testIfIndex[name]; ok {

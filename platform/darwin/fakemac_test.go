@@ -340,3 +340,129 @@ func TestFakeMacExistingRoutes(t *testing.T) {
 		t.Errorf("after the failed Up:\n%s\nwant:\n%s", got, before)
 	}
 }
+
+// roam moves the fake Mac to another network: another LAN and gateway.
+func roam(m *fakeMac) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.routes[netip.MustParsePrefix("0.0.0.0/0")] = "via 10.0.0.1 dev en0"
+	delete(m.routes, netip.MustParsePrefix("192.168.1.0/24"))
+	m.routes[netip.MustParsePrefix("10.0.0.0/24")] = "dev en0"
+}
+
+// Refresh moves the Exclude routes to a new gateway, and follows an IPv6
+// default route going and coming back; the journal keeps up, so that a
+// crash afterwards is restored too.
+func TestFakeMacRefresh(t *testing.T) {
+	m := newFakeMac()
+	dir := t.TempDir()
+	r, err := Up(fullConfig(dir), m.options(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unchanged := m.state()
+
+	roam(m)
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := m.state()
+	if !strings.Contains(got, "route 203.0.113.7/32 via 10.0.0.1 dev en0\n") || strings.Contains(got, "via 192.168.1.1") {
+		t.Errorf("after roaming:\n%s", got)
+	}
+	if got == unchanged {
+		t.Error("nothing moved")
+	}
+
+	// IPv6 goes away: the excluded IPv6 route with it; it comes back.
+	m.mu.Lock()
+	v6 := m.routes[netip.MustParsePrefix("::/0")]
+	delete(m.routes, netip.MustParsePrefix("::/0"))
+	m.mu.Unlock()
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.state(); strings.Contains(got, "2001:db8::7") {
+		t.Errorf("IPv6 exclusion kept without an IPv6 default route:\n%s", got)
+	}
+	m.mu.Lock()
+	m.routes[netip.MustParsePrefix("::/0")] = v6
+	m.mu.Unlock()
+	if err := r.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.state(); !strings.Contains(got, "route 2001:db8::7/128 via fe80::1%en0 dev en0\n") {
+		t.Errorf("IPv6 exclusion not back:\n%s", got)
+	}
+
+	// A crash now: Down restores the moved routes.
+	crash(t, r)
+	m.destroyTUN()
+	if _, err := Down(dir, m.options(t)); err != nil {
+		t.Fatal(err)
+	}
+	ref := newFakeMac()
+	roam(ref)
+	if got, want := m.state(), ref.state(); got != want {
+		t.Errorf("after roaming, a crash and Down:\n%s\nwant:\n%s", got, want)
+	}
+	if err := r.Refresh(ctx); err != nil {
+		t.Errorf("Refresh after Close: %v", err)
+	}
+}
+
+// The peer's own route decides its interface: a phone on a link beside
+// the default one (USB, a second Wi-Fi) is dialed there.
+func TestFakeMacBinderDestinations(t *testing.T) {
+	m := newFakeMac()
+	m.routes[netip.MustParsePrefix("172.20.10.0/28")] = "dev en7"
+	cfg := fullConfig(t.TempDir())
+	cfg.Exclude = append(cfg.Exclude, netip.MustParsePrefix("172.20.10.1/32"))
+	r, err := Up(cfg, m.options(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rec := &bindRecorder{}
+	b := NewBinder(BinderOptions{
+		Ignore:       testTUN,
+		Runner:       &fakeRunner{respond: m.respond},
+		Destinations: []netip.Addr{netip.MustParseAddr("172.20.10.1"), netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::7")},
+		ifIndex:      m.ifIndex,
+		bind:         rec.bind,
+	})
+	if _, err := b.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, tc := range []struct{ network, addr, want string }{
+		{"tcp4", "172.20.10.1:8443", "IP_BOUND_IF=9"},    // en7, the phone's link
+		{"tcp4", "203.0.113.7:8443", "IP_BOUND_IF=4"},    // en0, through the exclusion route
+		{"tcp6", "[2001:db8::7]:443", "IPV6_BOUND_IF=4"}, // en0
+		{"tcp4", "198.51.100.1:443", "IP_BOUND_IF=4"},    // not a destination: the default
+	} {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := c.(*net.UDPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Control(tc.network, tc.addr, rc); err != nil {
+			t.Errorf("%s: %v", tc.addr, err)
+		}
+		c.Close()
+		if got := rec.last(); got != tc.want {
+			t.Errorf("%s bound with %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+}

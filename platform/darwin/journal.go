@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,6 +49,9 @@ type change struct {
 	// (e.g. the prefix route the kernel adds with an IPv6 address) is
 	// not an error.
 	ExistsOK bool `json:"exists_ok,omitempty"`
+	// Exclude is set on the route of an Exclude prefix through the
+	// default gateway, which Refresh moves when the gateway changes.
+	Exclude netip.Prefix `json:"exclude,omitzero"`
 }
 
 // command is a command line; Stdin is fed to it (scutil scripts).

@@ -290,13 +290,7 @@ func plan(cfg Config, e *env) (*journal, error) {
 			e.log.Info("excluded prefix already routed directly; leaving it", zap.Stringer("exclude", x), zap.Stringer("route", ri.Dst), zap.String("interface", ri.Interface))
 			continue
 		}
-		fam := familyFlag(x.Addr().Is6())
-		via := []string{"-interface", gw.Interface}
-		if gw.Gateway.IsValid() {
-			via = []string{gw.Gateway.String()}
-		}
-		undo := route(slices.Concat([]string{"delete", fam, x.String()}, via)...)
-		add(change{What: fmt.Sprintf("route %v %s (excluded)", x, gw), Do: route(slices.Concat([]string{"add", fam, x.String()}, via)...), Undo: &undo})
+		add(excludeChange(x, gw))
 	}
 	for _, p := range cfg.tunnelRoutes() {
 		undo := route("delete", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun)
@@ -312,6 +306,100 @@ func plan(cfg Config, e *env) (*journal, error) {
 		add(change{What: fmt.Sprintf("DNS servers %v as the default resolver (%s)", cfg.DNS, DNSKey), Do: command{Name: scutilCmd, Stdin: setDNSScript(cfg.DNS)}, Undo: &undo})
 	}
 	return j, nil
+}
+
+// excludeChange is the route of the Exclude prefix x through gw.
+func excludeChange(x netip.Prefix, gw *defaultRoute) change {
+	fam := familyFlag(x.Addr().Is6())
+	via := []string{"-interface", gw.Interface}
+	if gw.Gateway.IsValid() {
+		via = []string{gw.Gateway.String()}
+	}
+	undo := command{Name: routeCmd, Args: slices.Concat([]string{"-n", "delete", fam, x.String()}, via)}
+	return change{
+		What:    fmt.Sprintf("route %v %s (excluded)", x, gw),
+		Do:      command{Name: routeCmd, Args: slices.Concat([]string{"-n", "add", fam, x.String()}, via)},
+		Undo:    &undo,
+		Exclude: x,
+	}
+}
+
+// Refresh follows a change of the default gateway (another Wi-Fi, the
+// hotspot back with another address): it moves the Exclude routes to the
+// new gateway of their family, or removes them while the family has no
+// default route (and adds them again once it has). Each move deletes the
+// old route, records the new one in the journal, then adds it, so that
+// the journal never misses a route of tetherd's. WatchNetwork's Refresh
+// hook calls it on every network change; it does nothing when the
+// gateways did not change, or after Close.
+func (r *Router) Refresh(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	e := *r.env
+	e.ctx = ctx
+	var gws [2]*defaultRoute
+	for i, v6 := range []bool{false, true} {
+		gw, err := defaultOutside(&e, v6, r.j.TUN)
+		if err != nil {
+			return err
+		}
+		gws[i] = gw
+	}
+	var errs []error
+	for i := range r.j.Changes {
+		c := &r.j.Changes[i]
+		if !c.Exclude.IsValid() {
+			continue
+		}
+		gw := gws[0]
+		if c.Exclude.Addr().Is6() {
+			gw = gws[1]
+		}
+		var next change
+		if gw != nil {
+			next = excludeChange(c.Exclude, gw)
+		}
+		if c.Undo != nil && gw != nil && slices.Equal(next.Do.Args, c.Do.Args) {
+			continue // unchanged
+		}
+		if c.Undo != nil {
+			if err := runCommand(&e, *c.Undo); err != nil && !alreadyGone(err) {
+				errs = append(errs, fmt.Errorf("move %s: %w", c.What, err))
+				continue
+			}
+			e.log.Info("removed", zap.String("change", c.What))
+			c.Undo = nil
+		}
+		if gw == nil {
+			e.log.Warn("no default route for this family any more: the excluded prefix follows the tunnel routes until there is one", zap.Stringer("exclude", c.Exclude))
+		} else {
+			*c = next
+		}
+		if err := r.store.write(r.j); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if gw == nil {
+			continue
+		}
+		switch err := runCommand(&e, c.Do); {
+		case err == nil:
+			e.log.Info("added", zap.String("change", c.What))
+		case routeExists(err):
+			// Someone else's route: it is not for tetherd to remove.
+			e.log.Info("routed already; leaving that route alone", zap.String("change", c.What))
+			c.Undo = nil
+			if err := r.store.write(r.j); err != nil {
+				errs = append(errs, err)
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", c.What, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // defaultOutside returns the default route of a family, unless it goes

@@ -15,11 +15,12 @@ type WatchOptions struct {
 	// Ignore is the name of an interface whose changes do not count: the
 	// tunnel's own utun.
 	Ignore string
-	// Binder, if set, is refreshed after every change and before C
-	// receives it, so that the dial that the change prompts is bound to
-	// the new default interface.
-	Binder *Binder
-	// Logger receives failures to refresh the Binder; nil discards them.
+	// Refresh, if set, is called after every change (a burst of changes:
+	// once) and before C receives it, e.g. to move the Exclude routes to
+	// a new gateway (Router.Refresh) and bind the next dial to the new
+	// interface (Binder.Refresh). Its error is logged.
+	Refresh func(ctx context.Context) error
+	// Logger receives the errors of Refresh; nil discards them.
 	Logger *zap.Logger
 
 	// Seams for tests; the zero values are the real thing.
@@ -97,7 +98,7 @@ func WatchNetwork(o WatchOptions) (*Watcher, error) {
 			}
 		}
 	}()
-	go func() { // refreshes the binder and signals, once per burst
+	go func() { // refreshes and signals, once per burst
 		defer w.wg.Done()
 		for {
 			select {
@@ -105,9 +106,9 @@ func WatchNetwork(o WatchOptions) (*Watcher, error) {
 				return
 			case <-dirty:
 			}
-			if o.Binder != nil {
-				if _, err := o.Binder.Refresh(ctx); err != nil && ctx.Err() == nil {
-					log.Warn("the default interface is unknown; dials outside the tunnel may fail", zap.Error(err))
+			if o.Refresh != nil {
+				if err := o.Refresh(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("following the network change", zap.Error(err))
 				}
 			}
 			select {

@@ -103,7 +103,7 @@ func TestWatchNetwork(t *testing.T) {
 	src := newChanSource()
 	w, err := WatchNetwork(WatchOptions{
 		Ignore:  testTUN,
-		Binder:  b,
+		Refresh: func(ctx context.Context) error { _, err := b.Refresh(ctx); return err },
 		Logger:  zaptest.NewLogger(t),
 		source:  func() (io.ReadCloser, error) { return src, nil },
 		ifIndex: fakeIfIndex,
