@@ -14,11 +14,16 @@
 #   FUZZTIME     per-target fuzz duration or count (go test -fuzztime), default 10s
 #   FUZZ_GRACE   extra seconds allowed per target for building and the seed
 #                corpus before the target is killed as hung, default 600
+#
+# The summary gives, per target, the time taken, the inputs run (the fuzzer's last
+# "execs" figure) and the size of the corpus: the fuzzer's own count of interesting
+# inputs ("total") and the files kept for it in $GOCACHE/fuzz plus testdata/fuzz.
 set -euo pipefail
 
 FUZZTIME="${FUZZTIME:-10s}"
 FUZZ_GRACE="${FUZZ_GRACE:-600}"
 GO="${GO:-go}"
+GOCACHE_DIR=$("$GO" env GOCACHE)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -93,14 +98,20 @@ for dir in $dirs; do
 			break
 		done
 		elapsed=$((SECONDS - start))
+		execs=$(grep -oE 'execs: [0-9]+' <<<"$out" | tail -n1 | grep -oE '[0-9]+' || true)
+		total=$(grep -oE '\(total: [0-9]+\)' <<<"$out" | tail -n1 | grep -oE '[0-9]+' || true)
+		importpath=$("$GO" list "$pkg" 2>/dev/null || echo "$pkg")
+		cached=$({ ls "$GOCACHE_DIR/fuzz/$importpath/$name" 2>/dev/null || true; } | wc -l)
+		seeds=$({ ls "$crashdir" 2>/dev/null || true; } | wc -l)
+		stats="${elapsed}s, ${execs:-0} execs, corpus ${total:-0} (files: $cached cached + $seeds in testdata)"
 		if [ "$rc" -eq 0 ]; then
-			summary+=("PASS  $name  $pkg  (${elapsed}s)")
+			summary+=("PASS  $name  $pkg  ($stats)")
 			passed=$((passed + 1))
 		elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-			summary+=("FAIL  $name  $pkg  (${elapsed}s, killed after ${limit}s: hung?)")
+			summary+=("FAIL  $name  $pkg  ($stats, killed after ${limit}s: hung?)")
 			failed=$((failed + 1))
 		else
-			summary+=("FAIL  $name  $pkg  (${elapsed}s, exit $rc; new crashers go to $pkg/testdata/fuzz/$name/)")
+			summary+=("FAIL  $name  $pkg  ($stats, exit $rc; new crashers go to $pkg/testdata/fuzz/$name/)")
 			failed=$((failed + 1))
 		fi
 	done

@@ -1,0 +1,975 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tetherd/tetherd/internal/testnet"
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+// The abuse suite: every case is a hostile client against a real Server on loopback.
+// Each asserts the exact refusal the client gets, that an honest session on the same
+// server keeps moving data while the attack runs (transfers complete, every byte
+// checked), and that the server's memory and tables stay bounded while the attacker
+// holds what it could get. docs/reliability.md ("Abuse of serve") lists the cases.
+
+const abuseToken = "honest-token-0123456789abcdefghijk"
+
+// Limits of the server under attack: small, so that the suite reaches them quickly.
+const (
+	abuseBurst       = 3
+	abuseSources     = 16
+	abuseUnauth      = 16
+	abuseUnauthPerIP = 4
+	abuseSessions    = 8
+	abuseMaxStreams  = 256
+	abusePending     = 16
+	abuseHdrTimeout  = time.Second
+	abuseMaxHeader   = 4 << 10
+)
+
+// Destinations in TEST-NET-2 that the server's Dial maps to loopback servers, so the
+// default policy (loopback refused) stays in force while honest traffic flows.
+var (
+	echoIP      = netip.MustParseAddr("198.51.100.7")
+	firehoseIP  = netip.MustParseAddr("198.51.100.8")
+	blackholeIP = netip.MustParseAddr("198.51.100.9")
+)
+
+type abuseHarness struct {
+	t        *testing.T
+	srv      *Server
+	hs       *httptest.Server
+	url      string // ws://…/tether
+	httpURL  string
+	logs     *observer.ObservedLogs
+	echo     wire.Addr
+	firehose wire.Addr
+	honest   *Session
+	nextSrc  atomic.Uint32
+}
+
+func newAbuseHarness(t *testing.T) *abuseHarness {
+	t.Helper()
+	a := &abuseHarness{t: t}
+	echoAP := testnet.ServeTCP(t, echo)
+	stop := make(chan struct{})
+	fireAP := testnet.ServeTCP(t, func(c net.Conn) { // writes until the other side goes
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Write(buf); err != nil {
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					return
+				}
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // runs before the listeners' cleanups
+	a.echo = wire.Addr{IP: echoIP, Port: echoAP.Port()}
+	a.firehose = wire.Addr{IP: firehoseIP, Port: fireAP.Port()}
+	names := map[string][]netip.Addr{
+		"metadata.google.internal": {netip.MustParseAddr("169.254.169.254")},
+		"localhost.example":        {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
+		"lan.example":              {netip.MustParseAddr("192.168.1.20")},
+		"rebind.example":           {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("10.0.0.1")},
+		"nat64.example":            {netip.MustParseAddr("64:ff9b::a9fe:a9fe")},
+		"mixed.example":            {netip.MustParseAddr("127.0.0.1"), echoIP},
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	a.logs = logs
+	a.srv = &Server{
+		Token:  abuseToken,
+		Policy: &Policy{Deny: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.0.0.0/8")}},
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ap := netip.MustParseAddrPort(addr)
+			switch ap.Addr() {
+			case echoIP, firehoseIP:
+				var d net.Dialer
+				return d.DialContext(ctx, network, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port()).String())
+			case blackholeIP:
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("test dialer: %s must not be dialed", addr) // the policy let it through
+		},
+		LookupNetIP: func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+			if ips, ok := names[host]; ok {
+				return ips, nil
+			}
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		},
+		ListenPacket: func(ctx context.Context, network, _ string) (net.PacketConn, error) {
+			var lc net.ListenConfig // loopback only: no datagram of this suite leaves the machine
+			return lc.ListenPacket(ctx, "udp4", "127.0.0.1:0")
+		},
+		Config:                      &Config{MaxStreams: abuseMaxStreams, MaxPendingOpens: abusePending, KeepAlive: 500 * time.Millisecond, KeepAliveTimeout: 5 * time.Second},
+		Logger:                      zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)).Core())),
+		AuthFailureBurst:            abuseBurst,
+		AuthFailureInterval:         time.Hour, // no refill during a test
+		AuthSources:                 abuseSources,
+		MaxUnauthenticatedConns:     abuseUnauth,
+		MaxUnauthenticatedPerSource: abuseUnauthPerIP,
+		MaxSessions:                 abuseSessions,
+	}
+	a.hs = httptest.NewUnstartedServer(a.srv)
+	a.hs.Config.ConnState = a.srv.ConnState
+	a.hs.Config.ReadHeaderTimeout = abuseHdrTimeout
+	a.hs.Config.MaxHeaderBytes = abuseMaxHeader
+	a.hs.Config.ErrorLog = zap.NewStdLog(zap.NewNop())
+	a.hs.Start()
+	a.httpURL = a.hs.URL + "/tether"
+	a.url = "ws" + strings.TrimPrefix(a.httpURL, "http")
+	t.Cleanup(func() {
+		a.srv.Close()
+		a.hs.Close()
+	})
+	s, err := Dial(ctxT(t), a.url, &DialOptions{Token: abuseToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a.honest = s
+	return a
+}
+
+// source returns a fresh loopback address to attack from (the honest client uses
+// 127.0.0.1), so every case and every "address" of a case is its own source.
+func (a *abuseHarness) source() string {
+	n := a.nextSrc.Add(1)
+	return fmt.Sprintf("127.0.%d.%d", 10+n/250, 1+n%250)
+}
+
+func dialerFrom(src string) *net.Dialer {
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+}
+
+// get sends one request from src and returns the status, headers and body.
+func (a *abuseHarness) request(t *testing.T, src string, hdr map[string]string) (int, http.Header, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dialerFrom(src).DialContext, DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", a.httpURL, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("request from %s: %v", src, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// upgradeHeaders is a valid WebSocket upgrade offering tether.v1.
+func upgradeHeaders(extra map[string]string) map[string]string {
+	h := map[string]string{
+		"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+		"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": wire.Subprotocol,
+	}
+	for k, v := range extra {
+		if v == "" {
+			delete(h, k)
+		} else {
+			h[k] = v
+		}
+	}
+	return h
+}
+
+// rawSession opens an authenticated session from src that speaks tether.v1 by hand.
+func (a *abuseHarness) rawSession(t *testing.T, src string) (*rawPeer, *http.Response, error) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: dialerFrom(src).DialContext}}
+	c, resp, err := websocket.Dial(ctxT(t), a.url, &websocket.DialOptions{
+		HTTPClient:   client,
+		HTTPHeader:   http.Header{"Authorization": {"Bearer " + abuseToken}},
+		Subprotocols: []string{wire.Subprotocol},
+	})
+	if err != nil {
+		return nil, resp, err
+	}
+	c.SetReadLimit(wire.MaxMessage * 2)
+	t.Cleanup(func() { c.CloseNow() })
+	return &rawPeer{t: t, conn: c}, resp, nil
+}
+
+func (a *abuseHarness) mustRawSession(t *testing.T, src string) *rawPeer {
+	t.Helper()
+	p, _, err := a.rawSession(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitFor polls cond until it holds, failing the test after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// closedAtOnce reports whether the server closed c without waiting for anything: a
+// read ends with EOF or a reset well before the 5 s read deadline.
+func closedAtOnce(c net.Conn) error {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	switch {
+	case n > 0:
+		return fmt.Errorf("server sent data")
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return nil
+	}
+	return fmt.Errorf("connection still open: %v", err)
+}
+
+// honestLoad runs echo transfers through the honest session until stopped.
+type honestLoad struct {
+	stop      chan struct{}
+	done      chan struct{}
+	transfers atomic.Int64
+	bytes     atomic.Int64
+	err       error
+}
+
+func (a *abuseHarness) startHonest() *honestLoad {
+	l := &honestLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			if err := a.transfer(256 << 10); err != nil {
+				l.err = err
+				return
+			}
+			l.transfers.Add(1)
+			l.bytes.Add(256 << 10)
+		}
+	}()
+	return l
+}
+
+// finish stops the load after its current transfer, checks that it moved data
+// without error, then checks that one more transfer of 1 MiB completes.
+func (l *honestLoad) finish(t *testing.T, a *abuseHarness) {
+	t.Helper()
+	close(l.stop)
+	select {
+	case <-l.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("honest transfer did not finish within 60 s")
+	}
+	if l.err != nil {
+		t.Fatalf("honest session broke during the attack: %v", l.err)
+	}
+	if l.transfers.Load() < 1 {
+		t.Fatal("honest session completed no transfer during the attack")
+	}
+	if err := a.transfer(1 << 20); err != nil {
+		t.Fatalf("honest session after the attack: %v", err)
+	}
+}
+
+// transfer echoes n random bytes through the honest session and checks every byte.
+func (a *abuseHarness) transfer(n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := a.honest.OpenTCP(ctx, a.echo)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(30 * time.Second))
+	out := make([]byte, n)
+	rand.Read(out)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := st.Write(out)
+		if err == nil {
+			err = st.CloseWrite()
+		}
+		werr <- err
+	}()
+	in, err := io.ReadAll(st)
+	if err := <-werr; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err != nil {
+		return fmt.Errorf("read after %d bytes: %w", len(in), err)
+	}
+	if !bytes.Equal(in, out) {
+		return fmt.Errorf("echo corrupted: %d bytes back of %d", len(in), n)
+	}
+	return nil
+}
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// peak is what a case holds at its worst: the heap and the server's tables.
+type peak struct {
+	heap                      uint64
+	authSources, unauth, sess int
+}
+
+func (a *abuseHarness) measure() peak {
+	unauth, _, _ := a.srv.preAuth.counts()
+	p := peak{heap: heapAlloc(), unauth: unauth, sess: a.srv.Sessions()}
+	if a.srv.auth != nil {
+		p.authSources = a.srv.auth.len()
+	}
+	return p
+}
+
+// abuseCase is one hostile client. attack asserts the refusal and calls hold once it
+// holds the most it will (open connections, streams); memory is measured then.
+type abuseCase struct {
+	name   string
+	attack func(t *testing.T, a *abuseHarness, hold func())
+	// heap bounds the growth of the heap at the hold point; 0 means 32 MiB.
+	heap uint64
+}
+
+// TestAbuse runs every case of abuseCases against a server of its own.
+func TestAbuse(t *testing.T) {
+	if testing.Short() {
+		t.Skip("abuse suite skipped in -short mode")
+	}
+	for _, c := range abuseCases() {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAbuseHarness(t)
+			before := heapAlloc()
+			load := a.startHonest()
+			var at *peak
+			hold := func() {
+				if at == nil {
+					p := a.measure()
+					at = &p
+				}
+			}
+			c.attack(t, a, hold)
+			hold()
+			bound := c.heap
+			if bound == 0 {
+				bound = 32 << 20
+			}
+			if at.heap > before && at.heap-before > bound {
+				t.Errorf("heap grew by %d KiB under attack, bound %d KiB", (at.heap-before)>>10, bound>>10)
+			}
+			if at.authSources > abuseSources || at.unauth > abuseUnauth || at.sess > abuseSessions {
+				t.Errorf("server tables beyond their bounds: %+v", *at)
+			}
+			load.finish(t, a)
+			t.Logf("heap %+d KiB at the hold point; honest: %d transfers (%d KiB) during the attack",
+				(int64(at.heap)-int64(before))>>10, load.transfers.Load(), load.bytes.Load()>>10)
+		})
+	}
+}
+
+// expectStatus checks a refusal's status and that its body contains want.
+func expectStatus(t *testing.T, status int, body string, wantStatus int, want string) {
+	t.Helper()
+	if status != wantStatus || !strings.Contains(body, want) {
+		t.Fatalf("got %d %q, want %d with %q", status, body, wantStatus, want)
+	}
+}
+
+func abuseCases() []abuseCase {
+	var cases []abuseCase
+	add := func(name string, attack func(t *testing.T, a *abuseHarness, hold func())) {
+		cases = append(cases, abuseCase{name: name, attack: attack})
+	}
+
+	// ---- tokens ----
+	refused := func(hdr map[string]string, status int, want string) func(*testing.T, *abuseHarness, func()) {
+		return func(t *testing.T, a *abuseHarness, _ func()) {
+			code, h, body := a.request(t, a.source(), upgradeHeaders(hdr))
+			expectStatus(t, code, body, status, want)
+			if status == http.StatusUnauthorized && h.Get("WWW-Authenticate") != `Bearer realm="tetherd"` {
+				t.Errorf("401 without WWW-Authenticate: %v", h)
+			}
+			for _, e := range a.logs.All() { // the token is never logged
+				for k, v := range e.ContextMap() {
+					if s := fmt.Sprint(v); strings.Contains(s, abuseToken) || strings.Contains(s, "not-the-token") {
+						t.Errorf("log %q field %s shows a token: %q", e.Message, k, s)
+					}
+				}
+			}
+		}
+	}
+	add("token missing", refused(nil, 401, "missing token"))
+	add("token wrong", refused(map[string]string{"Authorization": "Bearer not-the-token"}, 401, "wrong token"))
+	add("token in another scheme", refused(map[string]string{"Authorization": "Basic " + abuseToken}, 401, "missing token"))
+	add("token of another length", refused(map[string]string{"Authorization": "Bearer " + abuseToken + "x"}, 401, "wrong token"))
+	add("token only in the URL query", func(t *testing.T, a *abuseHarness, _ func()) {
+		url := a.httpURL
+		a.httpURL += "?token=" + abuseToken
+		defer func() { a.httpURL = url }()
+		code, _, body := a.request(t, a.source(), upgradeHeaders(nil))
+		expectStatus(t, code, body, 401, "missing token")
+	})
+	add("brute force from one address", func(t *testing.T, a *abuseHarness, hold func()) {
+		src := a.source()
+		for i := range abuseBurst {
+			code, _, body := a.request(t, src, upgradeHeaders(map[string]string{"Authorization": fmt.Sprintf("Bearer guess-%d", i)}))
+			expectStatus(t, code, body, 401, "wrong token")
+		}
+		for i := range 20 {
+			code, h, body := a.request(t, src, upgradeHeaders(map[string]string{"Authorization": fmt.Sprintf("Bearer guess-more-%d", i)}))
+			expectStatus(t, code, body, 429, "too many wrong tokens")
+			if ra := h.Get("Retry-After"); ra == "" || ra == "0" {
+				t.Fatalf("429 with Retry-After %q", ra)
+			}
+		}
+		// Even the right token is not looked at now.
+		code, _, body := a.request(t, src, upgradeHeaders(map[string]string{"Authorization": "Bearer " + abuseToken}))
+		expectStatus(t, code, body, 429, "too many wrong tokens")
+		hold()
+		// Other addresses are not affected.
+		s, err := Dial(ctxT(t), a.url, &DialOptions{Token: abuseToken, NetDialContext: dialerFrom(a.source()).DialContext})
+		if err != nil {
+			t.Fatalf("an honest client from another address: %v", err)
+		}
+		s.Close()
+	})
+	add("brute force from many addresses", func(t *testing.T, a *abuseHarness, hold func()) {
+		counts := map[int]int{}
+		const n = 120
+		for i := range n {
+			code, _, _ := a.request(t, a.source(), upgradeHeaders(map[string]string{"Authorization": fmt.Sprintf("Bearer guess-%d", i)}))
+			counts[code]++
+		}
+		// The table fills with one entry per address; the addresses that find it full
+		// share one bucket.
+		if counts[401] != abuseSources+abuseBurst || counts[429] != n-abuseSources-abuseBurst {
+			t.Fatalf("statuses %v, want %d × 401 then 429", counts, abuseSources+abuseBurst)
+		}
+		if got := a.srv.auth.len(); got != abuseSources {
+			t.Fatalf("limiter tracks %d sources, bound %d", got, abuseSources)
+		}
+		hold()
+	})
+
+	// ---- junk upgrade requests (with the right token) ----
+	tok := func(m map[string]string) map[string]string {
+		m["Authorization"] = "Bearer " + abuseToken
+		return m
+	}
+	add("no upgrade: plain GET", refused(map[string]string{"Upgrade": "", "Connection": ""}, 426, "speaks tether.v1"))
+	add("upgrade to h2c", refused(tok(map[string]string{"Upgrade": "h2c"}), 426, "speaks tether.v1"))
+	add("upgrade without Connection: Upgrade", refused(tok(map[string]string{"Connection": "keep-alive"}), 426, "Connection header"))
+	add("upgrade without Sec-WebSocket-Key", refused(tok(map[string]string{"Sec-WebSocket-Key": ""}), 400, "missing Sec-WebSocket-Key"))
+	add("upgrade with a malformed key", refused(tok(map[string]string{"Sec-WebSocket-Key": "!!"}), 400, "invalid Sec-WebSocket-Key"))
+	add("upgrade to WebSocket version 8", refused(tok(map[string]string{"Sec-WebSocket-Version": "8"}), 400, "unsupported WebSocket protocol version"))
+	add("upgrade offering tether.v2", refused(tok(map[string]string{"Sec-WebSocket-Protocol": "tether.v2"}), 426, "the client offered tether.v2"))
+	add("upgrade offering no subprotocol", refused(tok(map[string]string{"Sec-WebSocket-Protocol": ""}), 426, "no subprotocol"))
+	add("headers beyond MaxHeaderBytes", refused(tok(map[string]string{"X-Junk": strings.Repeat("j", 3*abuseMaxHeader)}), 431, ""))
+	add("garbage instead of HTTP", func(t *testing.T, a *abuseHarness, _ func()) {
+		c, err := dialerFrom(a.source()).Dial("tcp", a.hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 junk\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		if !bytes.HasPrefix(b, []byte("HTTP/1.1 400 Bad Request")) {
+			t.Fatalf("answer %q, want 400 and a close", b)
+		}
+	})
+
+	// ---- slowloris ----
+	add("slow headers from one address", func(t *testing.T, a *abuseHarness, hold func()) {
+		src := a.source()
+		var slow []net.Conn
+		for range abuseUnauthPerIP {
+			c, err := dialerFrom(src).Dial("tcp", a.hs.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write([]byte("GET /tether HTTP/1.1\r\nHost: x\r\n")) // and never the end
+			slow = append(slow, c)
+		}
+		waitFor(t, "the slow connections to be counted", func() bool { n, _, _ := a.srv.preAuth.counts(); return n == abuseUnauthPerIP })
+		c, err := dialerFrom(src).Dial("tcp", a.hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := closedAtOnce(c); err != nil {
+			t.Fatalf("connection %d from one address: %v", abuseUnauthPerIP+1, err)
+		}
+		hold()
+		// Another address still gets a session, and the slow ones time out.
+		s, err := Dial(ctxT(t), a.url, &DialOptions{Token: abuseToken, NetDialContext: dialerFrom(a.source()).DialContext})
+		if err != nil {
+			t.Fatalf("an honest client from another address: %v", err)
+		}
+		s.Close()
+		for _, c := range slow {
+			if err := closedAtOnce(c); err != nil { // ReadHeaderTimeout is 1 s
+				t.Fatalf("slow connection after the header timeout: %v", err)
+			}
+		}
+		waitFor(t, "the count to drop to zero", func() bool { n, _, _ := a.srv.preAuth.counts(); return n == 0 })
+	})
+	add("idle connections from many addresses", func(t *testing.T, a *abuseHarness, hold func()) {
+		var conns []net.Conn
+		for range abuseUnauth / abuseUnauthPerIP {
+			src := a.source()
+			for range abuseUnauthPerIP {
+				c, err := dialerFrom(src).Dial("tcp", a.hs.Listener.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				conns = append(conns, c)
+			}
+		}
+		waitFor(t, "the idle connections to be counted", func() bool { n, _, _ := a.srv.preAuth.counts(); return n == abuseUnauth })
+		c, err := dialerFrom(a.source()).Dial("tcp", a.hs.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := closedAtOnce(c); err != nil {
+			t.Fatalf("connection beyond the total cap: %v", err)
+		}
+		hold()
+		for _, c := range conns {
+			if err := closedAtOnce(c); err != nil {
+				t.Fatalf("idle connection after the header timeout: %v", err)
+			}
+		}
+		waitFor(t, "the count to drop to zero", func() bool { n, _, _ := a.srv.preAuth.counts(); return n == 0 })
+		s, err := Dial(ctxT(t), a.url, &DialOptions{Token: abuseToken, NetDialContext: dialerFrom(a.source()).DialContext})
+		if err != nil {
+			t.Fatalf("a new client once the idle ones were closed: %v", err)
+		}
+		s.Close()
+	})
+
+	// ---- sessions ----
+	add("sessions beyond MaxSessions", func(t *testing.T, a *abuseHarness, hold func()) {
+		src := a.source()
+		for range abuseSessions - 1 { // the honest session is the first
+			a.mustRawSession(t, src)
+		}
+		_, resp, err := a.rawSession(t, src)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("session %d: %v, %v; want 503 with Retry-After", abuseSessions+1, resp, err)
+		}
+		hold()
+	})
+	add("authenticated but silent", func(t *testing.T, a *abuseHarness, _ func()) {
+		p := a.mustRawSession(t, a.source()) // sends nothing, not even SETTINGS
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var err error
+		for err == nil {
+			_, _, err = p.conn.Read(ctx)
+		}
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || !strings.Contains(ce.Reason, "keepalive") {
+			t.Fatalf("silent session closed with %v, want going away (keepalive)", err)
+		}
+	})
+
+	// ---- streams ----
+	cases = append(cases, abuseCase{name: "opens streams and never reads", heap: 48 << 20, attack: func(t *testing.T, a *abuseHarness, hold func()) {
+		const n, window = 200, 64 << 10
+		before := a.serverSessions()
+		p := a.mustRawSession(t, a.source())
+		ss := a.newServerSession(t, before)
+		p.send(wire.AppendSettings(nil, []wire.Setting{{ID: wire.SettingInitialWindow, Value: window}}))
+		keepTalking(t, p)
+		// Open in batches the server dials at once, reading only the REPLYs (and
+		// counting the DATA that comes with them).
+		perStream := map[uint32]int{}
+		total := 0
+		count := func(h wire.Header, b []byte) {
+			if h.Type == wire.TypeData {
+				perStream[h.Stream] += len(b)
+				total += len(b)
+				if perStream[h.Stream] > window {
+					t.Fatalf("stream %d got %d bytes with %d of credit", h.Stream, perStream[h.Stream], window)
+				}
+			}
+		}
+		for id := uint32(1); id <= n; id += abusePending {
+			var msg []byte
+			for i := id; i < id+abusePending && i <= n; i++ {
+				msg = append(msg, openTCP(i, a.firehose)...)
+			}
+			p.send(msg)
+			want := min(abusePending, n-int(id)+1)
+			readFrames(t, p, func(h wire.Header, b []byte) bool {
+				count(h, b)
+				if h.Type == wire.TypeReply {
+					if wire.Code(b[0]) != wire.CodeOK {
+						t.Fatalf("REPLY %q", b)
+					}
+					want--
+				}
+				return want == 0
+			})
+		}
+		// Read nothing more until the server has filled what it may and stopped.
+		var last uint64
+		stable := 0
+		waitFor(t, "the server to stop sending", func() bool {
+			sent := ss.Stats().BytesSent
+			if sent == last && sent > 0 {
+				stable++
+			} else {
+				stable = 0
+			}
+			last = sent
+			time.Sleep(50 * time.Millisecond)
+			return stable >= 10
+		})
+		hold()
+		// Flow control held: no stream got more than the window it was given.
+		if sent := ss.Stats().BytesSent; sent != n*window {
+			t.Fatalf("server sent %d bytes with %d of credit", sent, n*window)
+		}
+		if total < n*window {
+			readFrames(t, p, func(h wire.Header, b []byte) bool { count(h, b); return total >= n*window })
+		}
+		if len(perStream) != n {
+			t.Fatalf("%d streams sent data, want %d", len(perStream), n)
+		}
+		p.conn.CloseNow()
+		waitFor(t, "the hostile session to end", func() bool { return a.srv.Sessions() == 1 })
+	}})
+	add("opens faster than the server dials", func(t *testing.T, a *abuseHarness, hold func()) {
+		p := a.mustRawSession(t, a.source())
+		msg := settings()
+		const n = abusePending + 40
+		for i := uint32(1); i <= n; i++ {
+			msg = append(msg, openTCP(i, wire.Addr{IP: blackholeIP, Port: 80})...)
+		}
+		p.send(msg)
+		keepTalking(t, p)
+		hs, rs := collect(t, p, n-abusePending, isReply)
+		for i, r := range rs {
+			if hs[i].Stream <= abusePending || wire.Code(r[0]) != wire.CodeLimit || !strings.Contains(string(r), "too many opens in progress") {
+				t.Fatalf("REPLY on stream %d: %v %q, want LIMIT on streams beyond %d", hs[i].Stream, wire.Code(r[0]), r, abusePending)
+			}
+		}
+		hold()
+	})
+	add("opens more streams than MaxStreams", func(t *testing.T, a *abuseHarness, hold func()) {
+		p := a.mustRawSession(t, a.source())
+		p.send(settings())
+		keepTalking(t, p)
+		// Open in batches the server dials at once, up to its limit.
+		for id := uint32(1); id <= abuseMaxStreams; id += abusePending {
+			var msg []byte
+			for i := id; i < id+abusePending && i <= abuseMaxStreams; i++ {
+				msg = append(msg, openTCP(i, a.echo)...)
+			}
+			p.send(msg)
+			_, rs := collect(t, p, min(abusePending, abuseMaxStreams-int(id)+1), isReply)
+			for _, r := range rs {
+				if wire.Code(r[0]) != wire.CodeOK {
+					t.Fatalf("REPLY %q below the limit", r)
+				}
+			}
+		}
+		p.send(openTCP(abuseMaxStreams+1, a.echo))
+		_, rs := collect(t, p, 1, isReply)
+		if r := rs[0]; wire.Code(r[0]) != wire.CodeLimit || !strings.Contains(string(r), fmt.Sprintf("too many streams (limit %d)", abuseMaxStreams)) {
+			t.Fatalf("REPLY %q; want LIMIT", r)
+		}
+		hold()
+	})
+	add("PING flood without reading", func(t *testing.T, a *abuseHarness, hold func()) {
+		p := a.mustRawSession(t, a.source())
+		p.send(settings())
+		var ping []byte
+		for i := range 4096 { // 64 KiB of PINGs a message
+			ping = wire.AppendPing(ping, false, [8]byte{byte(i)})
+		}
+		for range 512 { // 32 MiB of PINGs, 32 MiB of answers nobody reads
+			if err := p.conn.Write(ctxT(t), websocket.MessageBinary, ping); err != nil {
+				break // the server gave up on us
+			}
+		}
+		hold()
+		waitFor(t, "the server to end the session", func() bool {
+			return a.logs.FilterMessage("session ended").FilterFieldKey("error").Len() > 0
+		})
+		e := a.logs.FilterMessage("session ended").FilterFieldKey("error").All()[0]
+		if s := fmt.Sprint(e.ContextMap()["error"]); !strings.Contains(s, "peer does not read") {
+			t.Fatalf("session ended with %s, want 'peer does not read'", s)
+		}
+	})
+
+	// ---- frames that break the protocol: each ends the session with 1002 and a reason ----
+	hdr := func(typ wire.Type, flags uint8, stream, length uint32) []byte {
+		return wire.AppendHeader(nil, wire.Header{Type: typ, Flags: flags, Stream: stream, Length: length})
+	}
+	for _, v := range []struct {
+		name   string
+		msg    func(a *abuseHarness) []byte // one message; two for "message over 1 MiB"
+		status websocket.StatusCode
+		reason string
+	}{
+		{"truncated frame header", func(*abuseHarness) []byte { return cat(settings(), []byte{3, 0, 0}) }, websocket.StatusProtocolError, "inside a frame header"},
+		{"unknown frame type", func(*abuseHarness) []byte { return cat(settings(), hdr(0x77, 0, 1, 0)) }, websocket.StatusProtocolError, "unknown frame type"},
+		{"first frame not SETTINGS", func(a *abuseHarness) []byte { return openTCP(1, a.echo) }, websocket.StatusProtocolError, "want SETTINGS"},
+		{"second SETTINGS", func(*abuseHarness) []byte { return cat(settings(), settings()) }, websocket.StatusProtocolError, "second SETTINGS"},
+		{"DATA on a stream never opened", func(*abuseHarness) []byte { return cat(settings(), data(9, []byte("x"), false)) }, websocket.StatusProtocolError, "never opened"},
+		{"RESET on a stream never opened", func(*abuseHarness) []byte {
+			return cat(settings(), wire.AppendReset(nil, 4, wire.Reset{Code: wire.CodeCanceled}))
+		}, websocket.StatusProtocolError, "never opened"},
+		{"stream ids going back", func(a *abuseHarness) []byte { return cat(settings(), openTCP(5, a.echo), openTCP(3, a.echo)) }, websocket.StatusProtocolError, "ids must increase"},
+		{"frame over MAX_FRAME", func(*abuseHarness) []byte {
+			return cat(settings(), hdr(wire.TypeData, 0, 1, 70000), make([]byte, 70000))
+		}, websocket.StatusProtocolError, "exceeds MAX_FRAME"},
+		{"REPLY from the client", func(a *abuseHarness) []byte {
+			return cat(settings(), openTCP(1, a.echo), wire.AppendReply(nil, 1, wire.Reply{}))
+		}, websocket.StatusProtocolError, "REPLY sent by the client"},
+		{"DGRAM on a TCP stream", func(a *abuseHarness) []byte {
+			d, _ := wire.AppendDgram(nil, 1, a.echo, []byte("x"))
+			return cat(settings(), openTCP(1, a.echo), d)
+		}, websocket.StatusProtocolError, "DGRAM on TCP stream"},
+		{"DATA on a UDP association", func(a *abuseHarness) []byte {
+			o, _ := wire.AppendOpen(nil, 1, wire.Open{Proto: wire.ProtoUDP, Dst: wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 53}})
+			return cat(settings(), o, data(1, []byte("x"), false))
+		}, websocket.StatusProtocolError, "DATA on datagram association"},
+		{"WINDOW of zero", func(a *abuseHarness) []byte { return cat(settings(), openTCP(1, a.echo), wire.AppendWindow(nil, 1, 0)) }, websocket.StatusProtocolError, "WINDOW increment 0"},
+		{"malformed GOAWAY", func(*abuseHarness) []byte { return cat(settings(), hdr(wire.TypeGoAway, 0, 0, 2), []byte{0, 0}) }, websocket.StatusProtocolError, "truncated"},
+		{"OPEN with an unknown address type", func(*abuseHarness) []byte { return cat(settings(), hdr(wire.TypeOpen, 0, 1, 2), []byte{6, 9}) }, websocket.StatusProtocolError, "unknown address type"},
+		{"PING with a stream id", func(*abuseHarness) []byte { return cat(settings(), hdr(wire.TypePing, 0, 3, 8), make([]byte, 8)) }, websocket.StatusProtocolError, "want stream 0"},
+		{"message over 1 MiB", func(a *abuseHarness) []byte { return bigMessage(1) }, websocket.StatusMessageTooBig, ""},
+	} {
+		add("protocol: "+v.name, func(t *testing.T, a *abuseHarness, _ func()) {
+			p := a.mustRawSession(t, a.source())
+			if v.status == websocket.StatusMessageTooBig {
+				p.send(cat(settings(), openTCP(1, a.echo)))
+			}
+			p.conn.Write(ctxT(t), websocket.MessageBinary, v.msg(a)) // the server may close first
+			_, _, err := p.next(func(wire.Header, []byte) bool { return false })
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != v.status || !strings.Contains(ce.Reason, v.reason) {
+				t.Fatalf("closed with %v, want status %v and a reason containing %q", err, v.status, v.reason)
+			}
+		})
+	}
+	add("protocol: text message", func(t *testing.T, a *abuseHarness, _ func()) {
+		p := a.mustRawSession(t, a.source())
+		p.conn.Write(ctxT(t), websocket.MessageText, []byte("hello"))
+		_, _, err := p.next(func(wire.Header, []byte) bool { return false })
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusProtocolError || !strings.Contains(ce.Reason, "binary") {
+			t.Fatalf("closed with %v", err)
+		}
+	})
+
+	// ---- destinations the policy refuses, by address and by a name resolving to them ----
+	for _, d := range []struct{ proto, dst, reason string }{
+		{"tcp", "127.0.0.1:22", "the peer's loopback"},
+		{"tcp", "127.9.9.9:22", "the peer's loopback"},
+		{"tcp", "[::1]:22", "the peer's loopback"},
+		{"tcp", "0.0.0.0:22", "unspecified address"},
+		{"tcp", "0.1.2.3:22", "unspecified address"},
+		{"tcp", "[::]:22", "unspecified address"},
+		{"tcp", "169.254.1.1:80", "link-local"},
+		{"tcp", "[fe80::1]:80", "link-local"},
+		{"tcp", "169.254.169.254:80", "cloud metadata"},
+		{"tcp", "169.254.170.2:80", "cloud metadata"},
+		{"tcp", "[fd00:ec2::254]:80", "cloud metadata"},
+		{"tcp", "100.100.100.200:80", "cloud metadata"},
+		{"tcp", "168.63.129.16:80", "cloud metadata"},
+		{"tcp", "[::ffff:169.254.169.254]:80", "cloud metadata"},
+		{"tcp", "[64:ff9b::a9fe:a9fe]:80", "NAT64 form of 169.254.169.254"},
+		{"tcp", "[64:ff9b::7f00:1]:22", "NAT64 form of 127.0.0.1"},
+		{"tcp", "192.168.1.20:80", "in deny 192.168.0.0/16"},
+		{"tcp", "10.1.2.3:445", "in deny 10.0.0.0/8"},
+		{"tcp", "224.0.0.251:5353", "multicast or broadcast"},
+		{"tcp", "255.255.255.255:9", "multicast or broadcast"},
+		{"tcp", "198.51.100.7:0", "port 0"},
+		{"tcp", "metadata.google.internal:80", "cloud metadata"},
+		{"tcp", "localhost.example:22", "the peer's loopback"},
+		{"tcp", "lan.example:80", "in deny 192.168.0.0/16"},
+		{"tcp", "rebind.example:80", "the peer's loopback"},
+		{"tcp", "nat64.example:80", "NAT64 form"},
+		{"udp", "169.254.169.254:53", "cloud metadata"},
+		{"udp", "localhost.example:53", "the peer's loopback"},
+		{"udp", "192.168.1.1:53", "in deny 192.168.0.0/16"},
+		{"icmp", "169.254.169.254:0", "cloud metadata"},
+		{"icmp", "127.0.0.1:0", "the peer's loopback"},
+	} {
+		add(fmt.Sprintf("destination %s %s", d.proto, d.dst), func(t *testing.T, a *abuseHarness, _ func()) {
+			dst, err := ParseAddr(d.dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Dial(ctxT(t), a.url, &DialOptions{Token: abuseToken, NetDialContext: dialerFrom(a.source()).DialContext})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			switch d.proto {
+			case "tcp":
+				_, err = s.OpenTCP(ctxT(t), dst)
+			case "udp":
+				_, err = s.OpenUDP(ctxT(t), dst)
+			case "icmp":
+				_, err = s.OpenICMP(ctxT(t), dst)
+			}
+			var se *StreamError
+			if !errors.As(err, &se) || se.Code != wire.CodeDenied || !strings.Contains(se.Reason, d.reason) {
+				t.Fatalf("open %s %s: %v; want DENIED with %q", d.proto, d.dst, err, d.reason)
+			}
+		})
+	}
+	add("destination name resolving to refused and allowed addresses", func(t *testing.T, a *abuseHarness, _ func()) {
+		st, err := a.honest.OpenTCP(ctxT(t), wire.Addr{Name: "mixed.example", Port: a.echo.Port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if got := st.LocalAddr().String(); got != a.echo.String() {
+			t.Fatalf("connected to %s, want the allowed address %s", got, a.echo)
+		}
+	})
+	return cases
+}
+
+// readFrames hands every frame the server sends to fn (every frame of a message,
+// unlike rawPeer.next) until fn returns true.
+func readFrames(t *testing.T, p *rawPeer, fn func(h wire.Header, b []byte) (done bool)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for done := false; !done; {
+		_, msg, err := p.conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("reading frames: %v", err)
+		}
+		err = wire.SplitMessage(msg, wire.MaxFrameLimit, func(h wire.Header, b []byte) error {
+			done = done || fn(h, b)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("server sent a malformed message: %v", err)
+		}
+	}
+}
+
+// collect reads frames until it has n that satisfy want, and returns them.
+func collect(t *testing.T, p *rawPeer, n int, want func(wire.Header) bool) ([]wire.Header, [][]byte) {
+	t.Helper()
+	var hs []wire.Header
+	var ps [][]byte
+	readFrames(t, p, func(h wire.Header, b []byte) bool {
+		if len(hs) < n && want(h) {
+			hs, ps = append(hs, h), append(ps, append([]byte(nil), b...))
+		}
+		return len(hs) == n
+	})
+	return hs, ps
+}
+
+func isReply(h wire.Header) bool { return h.Type == wire.TypeReply }
+
+// serverSessions returns the server's sessions now.
+func (a *abuseHarness) serverSessions() map[*session]bool {
+	a.srv.mu.Lock()
+	defer a.srv.mu.Unlock()
+	m := map[*session]bool{}
+	for s := range a.srv.sessions {
+		m[s] = true
+	}
+	return m
+}
+
+// newServerSession waits for the server session that is not in before.
+func (a *abuseHarness) newServerSession(t *testing.T, before map[*session]bool) *session {
+	t.Helper()
+	var found *session
+	waitFor(t, "the server's new session", func() bool {
+		for s := range a.serverSessions() {
+			if !before[s] {
+				found = s
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// keepTalking sends a PING every 200 ms until the test ends, so that a client that
+// reads nothing is not ended by the keepalive.
+func keepTalking(t *testing.T, p *rawPeer) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := p.conn.Write(ctx, websocket.MessageBinary, wire.AppendPing(nil, false, [8]byte{}))
+				cancel()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
