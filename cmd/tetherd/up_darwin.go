@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -40,13 +43,83 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return err
 	}
+	// What a tetherd that did not stop cleanly left is restored first: its DNS key
+	// would send the lookup of the peer's name below to a resolver that is gone.
+	// (darwin.Up would do it too, but only after that lookup.)
+	journalDir := darwin.JournalDir(cfg.JournalDir)
+	restored, err := darwin.Down(journalDir, darwin.Options{Logger: log.Named("router")})
+	for _, l := range restored {
+		log.Info("restored what a tetherd that did not stop cleanly left", zap.String("change", l))
+	}
+	if err != nil {
+		return err
+	}
 	// The peer's own addresses stay outside the tunnel (resolved now, before DNS is
 	// pointed at the tunnel).
 	exclude, err := peerPrefixes(ctx, peer.URL)
 	if err != nil {
 		return err
 	}
-	journalDir := darwin.JournalDir(cfg.JournalDir)
+	// The tunnel's socket is bound to the interface of the peer's route (outside
+	// the tunnel), so it cannot loop into the utun. Until the utun exists, a binder
+	// that knows no utun does it; afterwards one that ignores the utun's routes.
+	peerAddrs := make([]netip.Addr, len(exclude))
+	for i, p := range exclude {
+		peerAddrs[i] = p.Addr()
+	}
+	var bound atomic.Pointer[darwin.Binder]
+	early := darwin.NewBinder(darwin.BinderOptions{Destinations: peerAddrs, Logger: log.Named("binder")})
+	if _, err := early.Refresh(ctx); err != nil {
+		log.Warn("no interface to the peer yet", zap.Error(err))
+	}
+	bound.Store(early)
+	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
+	// now on, and the tunnel may be the thing that is down.
+	dialer := &net.Dialer{
+		Control: func(network, address string, c syscall.RawConn) error {
+			return bound.Load().Control(network, address, c)
+		},
+		KeepAlive: -1,
+	}
+	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		var firstErr error
+		for _, p := range exclude {
+			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		return nil, firstErr
+	}
+	dial := func(ctx context.Context) (*transport.Session, error) {
+		return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
+			Token:          token,
+			NetDialContext: dialPeer,
+			Config:         limits,
+			Logger:         log.Named("transport"),
+		})
+	}
+	// The first connection is made before anything on the system changes (as on
+	// Linux): a wrong token, pin or version then leaves it untouched. An unreachable
+	// peer is not an error: the client connects when it can.
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	first, firstErr := dial(dctx)
+	cancel()
+	if firstErr != nil && (transport.Permanent(firstErr) || ctx.Err() != nil) {
+		return firstErr
+	}
+	defer func() { // unless the client took it over
+		if first != nil {
+			first.Close()
+		}
+	}()
 	tunName := darwin.TUNName(cfg.TUN.Name)
 	dev, err := tun.CreateTUN(tunName, cfg.TUN.MTU)
 	if err != nil {
@@ -90,18 +163,13 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 			err = cerr
 		}
 	}()
-	// The tunnel's socket is bound to the interface of the peer's route (outside
-	// the tunnel), so it cannot loop into the utun. When the network changes, the
-	// watcher moves the peer's exclusion routes to the new gateway and re-reads the
-	// interfaces, before the client reconnects.
-	peerAddrs := make([]netip.Addr, len(exclude))
-	for i, p := range exclude {
-		peerAddrs[i] = p.Addr()
-	}
+	// When the network changes, the watcher moves the peer's exclusion routes to the
+	// new gateway and re-reads the interfaces, before the client reconnects.
 	binder := darwin.NewBinder(darwin.BinderOptions{Ignore: name, Destinations: peerAddrs, Logger: log.Named("binder")})
 	if _, err := binder.Refresh(ctx); err != nil {
 		log.Warn("no interface to the peer yet; dialing it fails until there is one", zap.Error(err))
 	}
+	bound.Store(binder)
 	refresh := func(ctx context.Context) error {
 		rerr := router.Refresh(ctx)
 		_, berr := binder.Refresh(ctx)
@@ -114,36 +182,18 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		defer w.Close()
 		netChanged = w.C()
 	}
-	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
-	// now on, and the tunnel may be the thing that is down.
-	dialer := &net.Dialer{Control: binder.Control, KeepAlive: -1}
-	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		var firstErr error
-		for _, p := range exclude {
-			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
-			if err == nil {
-				return c, nil
-			}
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-		return nil, firstErr
-	}
 	client, err := daemon.NewClient(daemon.ClientOptions{
 		TUN:            dev,
 		NetworkChanged: netChanged,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
-			return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
-				Token:          token,
-				NetDialContext: dialPeer,
-				Config:         limits,
-				Logger:         log.Named("transport"),
-			})
+			if s, err := first, firstErr; s != nil || err != nil {
+				first, firstErr = nil, nil // the client's first dial: the one made above
+				if err != nil {
+					return nil, err
+				}
+				return s, nil
+			}
+			return dial(ctx)
 		},
 		DNS:       cs.DNSServers,
 		HijackDNS: cfg.DNS.Hijack,
