@@ -37,6 +37,8 @@
 #                   tt_impair in test/e2e/lib.sh), e.g. "delay=10ms loss=0.5":
 #                   the laptop<->phone link of both paths then crosses a MIDDLE
 #                   namespace that delays (each way) and drops
+#   BENCH_SYSCTL    KEY=VALUE sysctls for LAPTOP and PHONE, for experiments (e.g.
+#                   net.ipv4.tcp_notsent_lowat=131072)
 #   BENCH_DOC       a file whose section between the markers
 #                   <!-- bench:begin --> and <!-- bench:end --> is replaced
 #                   with the table
@@ -63,7 +65,7 @@ source "$BENCH_DIR/../test/e2e/lib.sh"
 
 # The command line of this run, for the table: the settings given, not the defaults.
 COMMAND="sudo"
-for v in BENCH_QUICK BENCH_REPS BENCH_T BENCH_MODES BENCH_ONLY BENCH_MTU BENCH_UDP_RATE BENCH_UDP_LOW BENCH_HOLD BENCH_IMPAIR TETHERD; do
+for v in BENCH_QUICK BENCH_REPS BENCH_T BENCH_MODES BENCH_ONLY BENCH_MTU BENCH_UDP_RATE BENCH_UDP_LOW BENCH_HOLD BENCH_IMPAIR BENCH_SYSCTL TETHERD; do
 	if [ -n "${!v:-}" ]; then COMMAND+=" $v='${!v}'"; fi
 done
 
@@ -77,6 +79,7 @@ BENCH_UDP_LOW=${BENCH_UDP_LOW:-200M}
 BENCH_HOLD=${BENCH_HOLD:-1000 10000}
 BENCH_DOC=${BENCH_DOC:-}
 BENCH_IMPAIR=${BENCH_IMPAIR:-}
+BENCH_SYSCTL=${BENCH_SYSCTL:-}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	BENCH_REPS=1
 	BENCH_T=2
@@ -132,6 +135,13 @@ bench_topology() {
 	ip -n "$INTERNET" -4 route replace 10.200.1.0/24 via "$TT_PHONE_WAN_IP4" src "$DIRECT_IP4"
 	ip -n "$LAPTOP" -4 rule add to "$DIRECT_IP4/32" lookup main pref 100
 	tt_ns_sysctl "$PHONE" net.ipv4.ip_forward=1
+	local ns
+	if [ -n "$BENCH_SYSCTL" ]; then
+		for ns in "$LAPTOP" "$PHONE"; do
+			# shellcheck disable=SC2086 # KEY=VALUE words
+			tt_ns_sysctl "$ns" $BENCH_SYSCTL
+		done
+	fi
 	tt_start_iperf3
 	tt_bg loadgen-server ip netns exec "$INTERNET" "$LOADGEN" server -listen "0.0.0.0:$LOAD_PORT" -max-time "${TT_MAX_LIFETIME}s"
 	tt_wait 10 "loadgen server" tt_listening "$INTERNET" "$LOAD_PORT" || tt_die "loadgen server did not start"
@@ -313,20 +323,20 @@ m_cpu() {
 # m_perf MODE: perf profiles of both tunnel processes during a TCP upload and a
 # download.
 m_perf() {
-	local mode=$1 dir p1 p2 r side
+	local mode=$1 dir p1 p2 r side bg
 	mkdir -p "$BENCH_PERF"
 	for dir in up down; do
 		r=()
 		[ "$dir" = down ] && r=(-R)
 		timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
 			iperf3 -c "$TT_INET_IP4" -p "$TT_IPERF_PORT" -t $((BENCH_T + 2)) "${r[@]}" >/dev/null 2>&1 &
+		bg=$!
 		sleep 1
 		timeout -k 5 $((BENCH_T + 10)) perf record -q -F 499 -g -p "$UP_PID" -o "$BENCH_PERF/$mode-$dir-client.data" -- sleep "$BENCH_T" >/dev/null 2>&1 &
 		p1=$!
 		timeout -k 5 $((BENCH_T + 10)) perf record -q -F 499 -g -p "$SERVE_PID" -o "$BENCH_PERF/$mode-$dir-peer.data" -- sleep "$BENCH_T" >/dev/null 2>&1 &
 		p2=$!
-		wait "$p1" "$p2" 2>/dev/null || true
-		wait 2>/dev/null || true
+		wait "$p1" "$p2" "$bg" 2>/dev/null || true
 		for side in client peer; do
 			perf report -i "$BENCH_PERF/$mode-$dir-$side.data" --stdio --no-children --sort symbol 2>/dev/null |
 				grep -E '^ +[0-9.]+%' | head -n 30 >"$BENCH_PERF/$mode-$dir-$side.top.txt" || true
@@ -411,7 +421,7 @@ cp "$WORK"/*.json "$WORK"/*.json.err "$WORK"/up-*.log "$WORK"/serve-*.log "$OUT/
 TABLE="$OUT/table.md"
 {
 	echo "Run $START_DATE–$END_DATE on $(nproc) CPUs, Linux $(uname -r), $(cd "$TT_REPO" && git describe --always --dirty 2>/dev/null),"
-	echo "TUN MTU ${BENCH_MTU:-default}, link impairment: ${BENCH_IMPAIR:-none}, ${BENCH_REPS} repetitions of ${BENCH_T} s, load average $LOAD_START at the start:"
+	echo "TUN MTU ${BENCH_MTU:-default}, link impairment: ${BENCH_IMPAIR:-none}, sysctls: ${BENCH_SYSCTL:-default}, ${BENCH_REPS} repetitions of ${BENCH_T} s, load average $LOAD_START at the start:"
 	echo
 	echo '```'
 	echo "$COMMAND"

@@ -16,7 +16,7 @@ import (
 
 // The relay benchmarks move bytes end to end in one process: an application stack
 // (wireguard-go's tun/netstack, itself gVisor) → queue TUN pair (MTU 1420) → the Stack
-// under test → its TCP relay → a real loopback TCP destination, and back. ns/KiB is
+// under test → its TCP relay → a real loopback TCP destination, and back. cpu-ns/KiB is
 // the CPU time per KiB of payload, and includes the application's stack, which costs
 // about as much as ours: read it as an upper bound of the relay's own cost.
 //
@@ -54,6 +54,7 @@ func BenchmarkRelayUpload(b *testing.B) {
 	buf := make([]byte, relayChunk)
 	b.SetBytes(relayChunk)
 	b.ResetTimer()
+	stop := cpuPerKiB(b)
 	for range b.N {
 		if _, err := c.Write(buf); err != nil {
 			b.Fatal(err)
@@ -62,10 +63,10 @@ func BenchmarkRelayUpload(b *testing.B) {
 	c.Close()
 	n := <-got
 	b.StopTimer()
+	stop(n)
 	if n != int64(b.N)*relayChunk {
 		b.Fatalf("destination got %d bytes, want %d", n, int64(b.N)*relayChunk)
 	}
-	reportPerKiB(b, n)
 }
 
 func BenchmarkRelayDownload(b *testing.B) {
@@ -86,11 +87,12 @@ func BenchmarkRelayDownload(b *testing.B) {
 	defer c.Close()
 	b.SetBytes(relayChunk)
 	b.ResetTimer()
+	stop := cpuPerKiB(b)
 	want <- int64(b.N) * relayChunk
 	n, err := io.Copy(io.Discard, c)
 	b.StopTimer()
+	stop(n)
 	if err != nil || n != int64(b.N)*relayChunk {
 		b.Fatalf("application got %d bytes (%v), want %d", n, err, int64(b.N)*relayChunk)
 	}
-	reportPerKiB(b, n)
 }
