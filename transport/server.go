@@ -424,9 +424,7 @@ func relay(st *Stream, conn net.Conn) {
 		}
 		abort(conn)
 	}()
-	buf := getBuf(32 << 10)
-	_, err := io.CopyBuffer(writerOnly{st}, readerOnly{conn}, *buf)
-	putBuf(buf)
+	err := copyToStream(st, conn)
 	switch {
 	case err == nil:
 		_ = st.CloseWrite()
@@ -449,8 +447,72 @@ func abort(conn net.Conn) {
 	_ = conn.Close()
 }
 
-type writerOnly struct{ io.Writer }
-type readerOnly struct{ io.Reader }
+// relayIdle is how long a destination may stay silent before its relay gives its read
+// buffer back to the pool.
+const relayIdle = time.Second
+
+// copyToStream copies conn to st until EOF (then it returns nil), like io.Copy, but
+// holds a pooled read buffer only while data flows, so that idle flows cost no
+// buffer: once the destination has been silent for relayIdle it returns the buffer
+// and waits with a one-byte read, sends that byte at once (holding it back for more
+// would delay a lone keystroke), then reads with a buffer again.
+func copyToStream(st *Stream, conn net.Conn) error {
+	var one [1]byte
+	for {
+		n, err := conn.Read(one[:])
+		if n > 0 {
+			if _, werr := st.Write(one[:n]); werr != nil {
+				return werr
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		}
+		buf := getBuf(32 << 10)
+		idle, err := copyBusy(st, conn, *buf)
+		putBuf(buf)
+		if !idle {
+			return err
+		}
+		if err := conn.SetReadDeadline(time.Time{}); err != nil {
+			return err
+		}
+	}
+}
+
+// copyBusy copies conn to st with buf until EOF (nil), an error, or relayIdle without
+// data (idle true). A conn without read deadlines is copied until EOF or an error.
+func copyBusy(st *Stream, conn net.Conn, buf []byte) (idle bool, err error) {
+	var deadline time.Time
+	for {
+		// Move the deadline only when half of it has passed: one timer update per
+		// half second, not one per read.
+		if now := time.Now(); deadline.Sub(now) < relayIdle/2 {
+			deadline = now.Add(relayIdle)
+			if conn.SetReadDeadline(deadline) != nil {
+				deadline = now.Add(1000 * time.Hour) // no deadlines: never idle
+			}
+		}
+		n, err := conn.Read(buf)
+		if n > 0 {
+			if _, werr := st.Write(buf[:n]); werr != nil {
+				return false, werr
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			return false, nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return true, nil
+		default:
+			return false, err
+		}
+	}
+}
 
 func (srv *Server) dialTimeout() time.Duration {
 	if srv.DialTimeout > 0 {
