@@ -159,10 +159,30 @@ func (e *linkEndpoint) readLoop() {
 	defer e.wg.Done()
 	// The device is closed (or broken): nothing more can be written either.
 	defer e.closeQueue()
+	// The device reads straight into gVisor views: a large packet's view becomes
+	// its packet buffer as it is (and a new view takes its place), so the bulk of
+	// the bytes is not copied on the way in. Small packets are copied into a
+	// buffer of their own size instead, so that an ACK does not pin a whole view
+	// in gVisor's queues.
+	size := tunOffset + int(e.mtu) + 64
+	zeroCopy := size <= buffer.MaxChunkSize
+	views := make([]*buffer.View, e.batch)
 	bufs := make([][]byte, e.batch)
 	for i := range bufs {
-		bufs[i] = make([]byte, tunOffset+int(e.mtu)+64)
+		if zeroCopy {
+			views[i] = buffer.NewViewSize(size)
+			bufs[i] = views[i].AsSlice()
+		} else {
+			bufs[i] = make([]byte, size)
+		}
 	}
+	defer func() {
+		for _, v := range views {
+			if v != nil {
+				v.Release()
+			}
+		}
+	}()
 	sizes := make([]int, e.batch)
 	var g gro.GRO
 	g.Init(true)
@@ -172,15 +192,26 @@ func (e *linkEndpoint) readLoop() {
 			e.mu.Lock()
 			g.Dispatcher = e.dispatcher
 			e.mu.Unlock()
-			if g.Dispatcher != nil {
-				for i := range n {
-					if pb := e.packetBuffer(bufs[i][tunOffset : tunOffset+sizes[i]]); pb != nil {
-						g.Enqueue(pb) // delivered now, or merged and delivered at Flush
-						pb.DecRef()
-					}
+			for i := range n {
+				pkt := bufs[i][tunOffset : tunOffset+sizes[i]]
+				if g.Dispatcher == nil || !e.accept(pkt) {
+					continue
 				}
-				g.Flush()
+				var pb *stack.PacketBuffer
+				if zeroCopy && sizes[i] >= zeroCopyMin {
+					v := views[i]
+					v.TrimFront(tunOffset)
+					v.CapLength(sizes[i])
+					pb = newPacketBuffer(buffer.MakeWithView(v), pkt[0])
+					views[i] = buffer.NewViewSize(size)
+					bufs[i] = views[i].AsSlice()
+				} else {
+					pb = newPacketBuffer(buffer.MakeWithData(pkt), pkt[0])
+				}
+				g.Enqueue(pb) // delivered now, or merged and delivered at Flush
+				pb.DecRef()
 			}
+			g.Flush()
 		}
 		if err != nil {
 			if errors.Is(err, tun.ErrTooManySegments) {
@@ -194,39 +225,43 @@ func (e *linkEndpoint) readLoop() {
 	}
 }
 
+// zeroCopyMin is the smallest packet readLoop hands to gVisor in the view it was read
+// into; smaller ones are copied.
+const zeroCopyMin = 1024
+
 // deliver hands one packet straight to gVisor, without GRO.
 func (e *linkEndpoint) deliver(pkt []byte) {
 	e.mu.Lock()
 	d := e.dispatcher
 	e.mu.Unlock()
-	if pb := e.packetBuffer(pkt); pb != nil {
-		if d != nil {
-			d.DeliverNetworkPacket(pb.NetworkProtocolNumber, pb)
-		}
-		pb.DecRef()
+	if d == nil || !e.accept(pkt) {
+		return
 	}
+	pb := newPacketBuffer(buffer.MakeWithData(pkt), pkt[0])
+	d.DeliverNetworkPacket(pb.NetworkProtocolNumber, pb)
+	pb.DecRef()
 }
 
-// packetBuffer shows pkt to the tap and copies it into a gVisor packet buffer; nil
-// when it is not an IP packet.
-func (e *linkEndpoint) packetBuffer(pkt []byte) *stack.PacketBuffer {
+// accept shows an inbound packet to the tap and tells whether it is an IP packet.
+func (e *linkEndpoint) accept(pkt []byte) bool {
 	if len(pkt) == 0 {
-		return nil
+		return false
 	}
 	if e.tap != nil {
 		e.tap(pkt)
 	}
-	var proto tcpip.NetworkProtocolNumber
-	switch pkt[0] >> 4 {
-	case 4:
-		proto = ipv4.ProtocolNumber
-	case 6:
-		proto = ipv6.ProtocolNumber
-	default:
-		return nil
+	v := pkt[0] >> 4
+	return v == 4 || v == 6
+}
+
+// newPacketBuffer makes the packet buffer of an inbound IP packet whose first byte
+// is first.
+func newPacketBuffer(payload buffer.Buffer, first byte) *stack.PacketBuffer {
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	pb.NetworkProtocolNumber = ipv4.ProtocolNumber
+	if first>>4 == 6 {
+		pb.NetworkProtocolNumber = ipv6.ProtocolNumber
 	}
-	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	pb.NetworkProtocolNumber = proto
 	// The packets come from the local kernel: checksums are not verified again
 	// (CapabilityRXChecksumOffload), and GRO must not verify them either.
 	pb.RXChecksumValidated = true
