@@ -48,6 +48,7 @@ const (
 	abusePending     = 16
 	abuseHdrTimeout  = time.Second
 	abuseMaxHeader   = 4 << 10
+	abuseRelayBufs   = 4 << 20 // 64 buffers of the 64 KiB class
 )
 
 // Destinations in TEST-NET-2 that the server's Dial maps to loopback servers, so the
@@ -140,6 +141,7 @@ func newAbuseHarness(t *testing.T) *abuseHarness {
 		MaxUnauthenticatedConns:     abuseUnauth,
 		MaxUnauthenticatedPerSource: abuseUnauthPerIP,
 		MaxSessions:                 abuseSessions,
+		RelayBuffers:                abuseRelayBufs,
 	}
 	a.hs = httptest.NewUnstartedServer(a.srv)
 	a.hs.Config.ConnState = a.srv.ConnState
@@ -355,11 +357,17 @@ func heapAlloc() uint64 {
 type peak struct {
 	heap                      uint64
 	authSources, unauth, sess int
+	relayBufs                 int // the most relay buffer bytes one session holds
 }
 
 func (a *abuseHarness) measure() peak {
 	unauth, _, _ := a.srv.preAuth.counts()
 	p := peak{heap: heapAlloc(), unauth: unauth, sess: a.srv.Sessions()}
+	a.srv.mu.Lock()
+	for _, held := range a.srv.sessions {
+		p.relayBufs = max(p.relayBufs, *held)
+	}
+	a.srv.mu.Unlock()
 	if a.srv.auth != nil {
 		p.authSources = a.srv.auth.len()
 	}
@@ -401,7 +409,7 @@ func TestAbuse(t *testing.T) {
 			if at.heap > before && at.heap-before > bound {
 				t.Errorf("heap grew by %d KiB under attack, bound %d KiB", (at.heap-before)>>10, bound>>10)
 			}
-			if at.authSources > abuseSources || at.unauth > abuseUnauth || at.sess > abuseSessions {
+			if at.authSources > abuseSources || at.unauth > abuseUnauth || at.sess > abuseSessions || at.relayBufs > abuseRelayBufs {
 				t.Errorf("server tables beyond their bounds: %+v", *at)
 			}
 			load.finish(t, a)
@@ -675,6 +683,12 @@ func abuseCases() []abuseCase {
 			return stable >= 10
 		})
 		hold()
+		a.srv.mu.Lock()
+		held := *a.srv.sessions[ss]
+		a.srv.mu.Unlock()
+		if held != abuseRelayBufs {
+			t.Errorf("the session holds %d bytes of relay buffers, want the cap %d", held, abuseRelayBufs)
+		}
 		// Flow control held: no stream got more than the window it was given.
 		if sent := ss.Stats().BytesSent; sent != n*window {
 			t.Fatalf("server sent %d bytes with %d of credit", sent, n*window)

@@ -80,14 +80,20 @@ type Server struct {
 	// MaxSessions caps the sessions running at once; beyond it a new session is
 	// answered 503 Service Unavailable with Retry-After. Default 32.
 	MaxSessions int
+	// RelayBuffers caps the read buffers the TCP relays of one session hold at once,
+	// in bytes. A relay holds one only while its destination sends (and while the
+	// client has not yet taken the data); the relays beyond the cap read 2 KiB at a
+	// time, so a client that opens many streams and reads none cannot make the peer
+	// hold 64 KiB for each. Default 16 MiB.
+	RelayBuffers int
 
 	initOnce sync.Once
 	auth     *authLimiter // nil when the limit is off
 	preAuth  *connLimiter
 
 	mu       sync.Mutex
-	sessions map[*session]struct{}
-	active   int // sessions admitted, from before the upgrade until they end
+	sessions map[*session]*int // running sessions and the relay buffer bytes each holds
+	active   int               // sessions admitted, from before the upgrade until they end
 	closing  bool
 	wg       sync.WaitGroup // sessions and their relays
 }
@@ -309,9 +315,9 @@ func (srv *Server) track(s *session) bool {
 		return false
 	}
 	if srv.sessions == nil {
-		srv.sessions = make(map[*session]struct{})
+		srv.sessions = make(map[*session]*int)
 	}
-	srv.sessions[s] = struct{}{}
+	srv.sessions[s] = new(int)
 	return true
 }
 
@@ -405,12 +411,12 @@ func (srv *Server) serveTCP(s *session, st *Stream) {
 	}
 	s.reply(st.sid, wire.Reply{Code: wire.CodeOK, Addr: addr})
 	s.openDone()
-	relay(st, conn)
+	srv.relay(st, conn)
 }
 
 // relay copies between a stream and a TCP connection until both directions finished,
 // preserving half-close and turning an abort on either side into one on the other.
-func relay(st *Stream, conn net.Conn) {
+func (srv *Server) relay(st *Stream, conn net.Conn) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // stream → conn
@@ -424,7 +430,7 @@ func relay(st *Stream, conn net.Conn) {
 		}
 		abort(conn)
 	}()
-	err := copyToStream(st, conn)
+	err := srv.copyToStream(st, conn)
 	switch {
 	case err == nil:
 		_ = st.CloseWrite()
@@ -456,7 +462,7 @@ const relayIdle = time.Second
 // buffer: once the destination has been silent for relayIdle it returns the buffer
 // and waits with a one-byte read, sends that byte at once (holding it back for more
 // would delay a lone keystroke), then reads with a buffer again.
-func copyToStream(st *Stream, conn net.Conn) error {
+func (srv *Server) copyToStream(st *Stream, conn net.Conn) error {
 	var one [1]byte
 	for {
 		n, err := conn.Read(one[:])
@@ -471,9 +477,9 @@ func copyToStream(st *Stream, conn net.Conn) error {
 		case err != nil:
 			return err
 		}
-		buf := getBuf(32 << 10)
+		buf := srv.getRelayBuf(st.s)
 		idle, err := copyBusy(st, conn, *buf)
-		putBuf(buf)
+		srv.putRelayBuf(st.s, buf)
 		if !idle {
 			return err
 		}
@@ -481,6 +487,39 @@ func copyToStream(st *Stream, conn net.Conn) error {
 			return err
 		}
 	}
+}
+
+// getRelayBuf returns a 32 KiB read buffer while s holds less than RelayBuffers of
+// them, else a 2 KiB one.
+func (srv *Server) getRelayBuf(s *session) *[]byte {
+	budget := srv.RelayBuffers
+	if budget <= 0 {
+		budget = 16 << 20
+	}
+	const big, bigClass = 32 << 10, 64 << 10 // what getBuf(big) takes from its pool
+	srv.mu.Lock()
+	held, ok := srv.sessions[s]
+	ok = ok && *held+bigClass <= budget
+	if ok {
+		*held += bigClass
+	}
+	srv.mu.Unlock()
+	if ok {
+		return getBuf(big)
+	}
+	return getBuf(2 << 10)
+}
+
+// putRelayBuf gives back a buffer of getRelayBuf.
+func (srv *Server) putRelayBuf(s *session, buf *[]byte) {
+	if n := cap(*buf); n > 2<<10 {
+		srv.mu.Lock()
+		if held, ok := srv.sessions[s]; ok {
+			*held -= n
+		}
+		srv.mu.Unlock()
+	}
+	putBuf(buf)
 }
 
 // copyBusy copies conn to st with buf until EOF (nil), an error, or relayIdle without
