@@ -47,12 +47,14 @@ build: ## Build bin/tetherd for this machine (CGO_ENABLED=0, version from git de
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/tetherd $(MAIN)
 
-cross: ## Cross-build linux/arm64, darwin/arm64, darwin/amd64 into bin/ and vet for darwin
+cross: ## Cross-build linux/arm64, darwin/arm64, darwin/amd64 into bin/; vet and staticcheck for darwin
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 GOOS=linux  GOARCH=arm64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/tetherd-linux-arm64  $(MAIN)
 	CGO_ENABLED=0 GOOS=darwin GOARCH=arm64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/tetherd-darwin-arm64 $(MAIN)
 	CGO_ENABLED=0 GOOS=darwin GOARCH=amd64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/tetherd-darwin-amd64 $(MAIN)
 	CGO_ENABLED=0 GOOS=darwin $(GO) vet ./...
+	@if [ -x "$(STATICCHECK)" ]; then echo "GOOS=darwin staticcheck ./..."; CGO_ENABLED=0 GOOS=darwin $(STATICCHECK) ./...; \
+	else echo "staticcheck not found at $(STATICCHECK): run 'make tools' first"; exit 1; fi
 
 lint: ## gofmt check of git-tracked .go files, go vet, staticcheck
 	@echo "gofmt -l (git-tracked .go files, testdata/ excluded)"

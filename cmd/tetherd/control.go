@@ -38,7 +38,7 @@ func upSocket(cfg *daemon.Config) string {
 	if cfg.ControlSocket != "" {
 		return cfg.ControlSocket
 	}
-	return filepath.Join(cfg.JournalDir, controlSocket)
+	return filepath.Join(platformJournalDir(cfg.JournalDir), controlSocket)
 }
 
 func proxySocket(cfg *daemon.Config) string {

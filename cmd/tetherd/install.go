@@ -13,8 +13,10 @@ import (
 
 const installDescription = `Install tetherd as a system service that runs 'tetherd up --config FILE' at boot
 and restarts it after a failure: a systemd unit on Linux (Type=notify, sandboxed,
-'tetherd down' after it stops). The service runs this tetherd binary where it is
-now, so put it in its final place (e.g. /usr/local/bin) first. Needs root.
+'tetherd down' after it stops), a LaunchDaemon on macOS
+(/Library/LaunchDaemons/dev.tetherd.plist, log in /var/log/tetherd.log). The
+service runs this tetherd binary where it is now, so put it in its final place
+(e.g. /usr/local/bin) first. Needs root.
 
 The configuration is checked first: it must name the peer, since the service has
 no PEER-URI argument.`

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/tetherd/tetherd/daemon"
 )
@@ -65,7 +68,7 @@ journal it keeps, after it crashed or was killed. It says what it restored.`)
 		if err != nil {
 			return err
 		}
-		dir = cfg.JournalDir
+		dir = platformJournalDir(cfg.JournalDir)
 	}
 	restored, err := down(dir)
 	for _, l := range restored {
@@ -119,4 +122,32 @@ func peerToken(cfg *daemon.Config) (string, error) {
 		return daemon.ReadTokenFile(cfg.TokenFile)
 	}
 	return cfg.Token, nil
+}
+
+// peerPrefixes returns the addresses of the peer URL's host as host prefixes.
+func peerPrefixes(ctx context.Context, rawURL string) ([]netip.Prefix, error) {
+	host := rawURL
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if i := strings.IndexAny(host, "/?"); i >= 0 {
+		host = host[:i]
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Prefix{netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())}, nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the peer %s: %w", host, err)
+	}
+	var out []netip.Prefix
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
 }

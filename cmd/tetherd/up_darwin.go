@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -204,31 +202,13 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return err
 	}
-	// The control socket for `tetherd status`, root only: the journal directory is
-	// 0700, and the socket itself 0600.
-	sock := filepath.Join(journalDir, controlSocket)
-	_ = os.Remove(sock) // left by a crashed up; the journal lock says no other up runs
-	ln, err := net.Listen("unix", sock)
+	// The control socket for `tetherd status` and `tetherd flows`, root only (a 0700
+	// directory, a 0600 socket), and the optional metrics.
+	stopMonitor, err := startMonitor(ctx, log, client, monitorOptions{Socket: upSocket(cfg), MetricsAddr: cfg.Metrics.Listen})
 	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ln.Close()
 		return err
 	}
-	ctlCtx, stopCtl := context.WithCancel(ctx)
-	ctlDone := make(chan struct{})
-	go func() {
-		defer close(ctlDone)
-		if err := client.ServeControl(ctlCtx, ln); err != nil {
-			log.Warn("control socket", zap.Error(err))
-		}
-	}()
-	defer func() {
-		stopCtl()
-		<-ctlDone
-		_ = os.Remove(sock)
-	}()
+	defer stopMonitor()
 	err = client.Run(ctx, func() {
 		log.Info("tunnel is up", zap.String("peer", peer.Redacted()), zap.String("tun", name))
 	})
@@ -238,35 +218,9 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	return err
 }
 
-// peerPrefixes returns the addresses of the peer URL's host as host prefixes. It is
-// up_linux.go's function of the same name; see the report of the macOS issue about
-// sharing it.
-func peerPrefixes(ctx context.Context, rawURL string) ([]netip.Prefix, error) {
-	host := rawURL
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
-	}
-	if i := strings.IndexAny(host, "/?"); i >= 0 {
-		host = host[:i]
-	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.Prefix{netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())}, nil
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, fmt.Errorf("resolve the peer %s: %w", host, err)
-	}
-	var out []netip.Prefix
-	for _, ip := range ips {
-		ip = ip.Unmap()
-		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-	}
-	return out, nil
-}
+// platformJournalDir maps the configuration's journal_dir to macOS: the Linux default
+// /run/tetherd becomes /var/run/tetherd.
+func platformJournalDir(dir string) string { return darwin.JournalDir(dir) }
 
 func down(dir string) ([]string, error) {
 	return darwin.Down(darwin.JournalDir(dir), darwin.Options{})

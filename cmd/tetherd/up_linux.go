@@ -6,8 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
-	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,6 +22,16 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		return err
 	}
 	peer, err := transport.ParsePeerURI(cfg.Peer)
+	if err != nil {
+		return err
+	}
+	// A crashed run's changes are undone first: its resolv.conf may point at the dead
+	// tunnel's resolver, which would break the lookup of the peer's name below. (It
+	// fails, changing nothing, while another up holds the journal.)
+	restored, err := linux.Down(cfg.JournalDir, linux.Options{Logger: log.Named("router")})
+	for _, l := range restored {
+		log.Info("restored what a crashed tetherd up left", zap.String("change", l))
+	}
 	if err != nil {
 		return err
 	}
@@ -87,9 +96,20 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return fmt.Errorf("create TUN %s: %w", cfg.TUN.Name, err)
 	}
+	// The device reports link events on a channel nobody else reads: drain it, or
+	// wireguard's netlink listener blocks once its buffer is full. The channel is
+	// closed when the device is, which ends this goroutine.
+	var events sync.WaitGroup
+	events.Go(func() {
+		for range dev.Events() {
+		}
+	})
+	defer func() {
+		dev.Close() // a no-op if the client closed it already
+		events.Wait()
+	}()
 	name, err := dev.Name()
 	if err != nil {
-		dev.Close()
 		return err
 	}
 	router, err := linux.Up(linux.Config{
@@ -166,33 +186,8 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	return err
 }
 
-// peerPrefixes returns the addresses of the peer URL's host as host prefixes.
-func peerPrefixes(ctx context.Context, rawURL string) ([]netip.Prefix, error) {
-	host := rawURL
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
-	}
-	if i := strings.IndexAny(host, "/?"); i >= 0 {
-		host = host[:i]
-	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.Prefix{netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())}, nil
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, fmt.Errorf("resolve the peer %s: %w", host, err)
-	}
-	var out []netip.Prefix
-	for _, ip := range ips {
-		ip = ip.Unmap()
-		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-	}
-	return out, nil
-}
+// platformJournalDir is journal_dir as configured.
+func platformJournalDir(dir string) string { return dir }
 
 func down(dir string) ([]string, error) {
 	return linux.Down(dir, linux.Options{})

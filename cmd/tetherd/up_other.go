@@ -19,3 +19,6 @@ func up(context.Context, *cli, *daemon.Config, *daemon.ClientSettings, *zap.Logg
 }
 
 func down(string) ([]string, error) { return nil, errUnsupported }
+
+// platformJournalDir is journal_dir as configured.
+func platformJournalDir(dir string) string { return dir }
