@@ -327,11 +327,13 @@ check_peer_kill() {
 	fi
 	local old_tpid=$TT_SERVE_TPID old_pid=$TT_SERVE_PID
 	umark=$(up_mark)
+	local kill_clock
+	kill_clock=$(date -u +%T.%3N)
 	t_kill=$(tt_now_ms)
 	kill -KILL "$old_pid"
 	while tt_alive "$old_pid" && [ $(($(tt_now_ms) - t_kill)) -lt 5000 ]; do sleep 0.01; done
 	t_dead=$(tt_now_ms)
-	echo "SIGKILL of serve at $(date -u +%T.%3N); the process was gone $(ms $((t_dead - t_kill))) later (load average $(cut -d' ' -f1 /proc/loadavg))"
+	echo "SIGKILL of serve at $kill_clock; the process was gone $(ms $((t_dead - t_kill))) later (load average $(cut -d' ' -f1 /proc/loadavg))"
 	tt_wait_exit "$old_tpid" 5 || true
 	tt_start_serve serve-after-kill --config "$SERVE_CFG" || return 1
 	t_listen=$(tt_now_ms)
