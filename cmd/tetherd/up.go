@@ -8,8 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/tetherd/tetherd/daemon"
+	"github.com/tetherd/tetherd/transport"
 )
 
 const upDescription = `Bring the tunnel up: create a TUN device, route all of this machine's IPv4 and IPv6
@@ -150,4 +154,90 @@ func peerPrefixes(ctx context.Context, rawURL string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
 	}
 	return out, nil
+}
+
+// peerConn dials the peer for up: always at the addresses resolved at start (DNS goes
+// into the tunnel afterwards, and the tunnel may be what is down), through a dialer
+// whose Control keeps the socket out of the tunnel.
+type peerConn struct {
+	cfg     *daemon.Config
+	token   string
+	limits  *transport.Config
+	addrs   []netip.Prefix
+	dialer  *net.Dialer
+	log     *zap.Logger
+	first   *transport.Session // made before the system changed; the client's first
+	firstEr error
+}
+
+// connectPeer makes the first connection before anything on the system changes: a
+// wrong token, pin or version is returned and leaves it untouched. An unreachable
+// peer (no network yet, the phone away) is not an error: the client connects when it
+// can. Close releases the first session if the client never took it.
+func connectPeer(ctx context.Context, cfg *daemon.Config, addrs []netip.Prefix, dialer *net.Dialer, log *zap.Logger) (*peerConn, error) {
+	token, err := peerToken(cfg)
+	if err != nil {
+		return nil, err
+	}
+	limits, err := cfg.Limits.Transport()
+	if err != nil {
+		return nil, err
+	}
+	p := &peerConn{cfg: cfg, token: token, limits: limits, addrs: addrs, dialer: dialer, log: log}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	p.first, p.firstEr = p.dial(dctx)
+	cancel()
+	if p.firstEr != nil && (transport.Permanent(p.firstEr) || ctx.Err() != nil) {
+		return nil, p.firstEr
+	}
+	return p, nil
+}
+
+// Dial is the client's Dial: the first call hands over the first connection's
+// outcome, the next ones dial anew. The client calls it from one goroutine.
+func (p *peerConn) Dial(ctx context.Context) (*transport.Session, error) {
+	if s, err := p.first, p.firstEr; s != nil || err != nil {
+		p.first, p.firstEr = nil, nil
+		return s, err
+	}
+	return p.dial(ctx)
+}
+
+// Close closes the first session if the client did not take it.
+func (p *peerConn) Close() {
+	if p.first != nil {
+		p.first.Close()
+		p.first = nil
+	}
+}
+
+func (p *peerConn) dial(ctx context.Context) (*transport.Session, error) {
+	return transport.Dial(ctx, p.cfg.Peer, &transport.DialOptions{
+		Token:          p.token,
+		NetDialContext: p.dialAddrs,
+		Config:         p.limits,
+		Logger:         p.log.Named("transport"),
+	})
+}
+
+// dialAddrs connects to the peer's port at each resolved address in turn.
+func (p *peerConn) dialAddrs(ctx context.Context, _, addr string) (net.Conn, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var firstErr error
+	for _, a := range p.addrs {
+		c, err := p.dialer.DialContext(ctx, "tcp", net.JoinHostPort(a.Addr().String(), port))
+		if err == nil {
+			return c, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		firstErr = errors.New("the peer's name resolved to no address")
+	}
+	return nil, firstErr
 }

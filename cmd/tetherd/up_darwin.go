@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -30,14 +29,6 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		return err
 	}
 	peer, err := transport.ParsePeerURI(cfg.Peer)
-	if err != nil {
-		return err
-	}
-	token, err := peerToken(cfg)
-	if err != nil {
-		return err
-	}
-	limits, err := cfg.Limits.Transport()
 	if err != nil {
 		return err
 	}
@@ -71,53 +62,17 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		log.Warn("no interface to the peer yet", zap.Error(err))
 	}
 	bound.Store(early)
-	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
-	// now on, and the tunnel may be the thing that is down.
 	dialer := &net.Dialer{
 		Control: func(network, address string, c syscall.RawConn) error {
 			return bound.Load().Control(network, address, c)
 		},
 		KeepAlive: -1,
 	}
-	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		var firstErr error
-		for _, p := range exclude {
-			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
-			if err == nil {
-				return c, nil
-			}
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-		return nil, firstErr
+	pc, err := connectPeer(ctx, cfg, exclude, dialer, log)
+	if err != nil {
+		return err
 	}
-	dial := func(ctx context.Context) (*transport.Session, error) {
-		return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
-			Token:          token,
-			NetDialContext: dialPeer,
-			Config:         limits,
-			Logger:         log.Named("transport"),
-		})
-	}
-	// The first connection is made before anything on the system changes (as on
-	// Linux): a wrong token, pin or version then leaves it untouched. An unreachable
-	// peer is not an error: the client connects when it can.
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	first, firstErr := dial(dctx)
-	cancel()
-	if firstErr != nil && (transport.Permanent(firstErr) || ctx.Err() != nil) {
-		return firstErr
-	}
-	defer func() { // unless the client took it over
-		if first != nil {
-			first.Close()
-		}
-	}()
+	defer pc.Close()
 	tunName := darwin.TUNName(cfg.TUN.Name)
 	dev, err := tun.CreateTUN(tunName, cfg.TUN.MTU)
 	if err != nil {
@@ -183,21 +138,12 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	client, err := daemon.NewClient(daemon.ClientOptions{
 		TUN:            dev,
 		NetworkChanged: netChanged,
-		Dial: func(ctx context.Context) (*transport.Session, error) {
-			if s, err := first, firstErr; s != nil || err != nil {
-				first, firstErr = nil, nil // the client's first dial: the one made above
-				if err != nil {
-					return nil, err
-				}
-				return s, nil
-			}
-			return dial(ctx)
-		},
-		DNS:       cs.DNSServers,
-		HijackDNS: cfg.DNS.Hijack,
-		PeerName:  peer.Redacted(),
-		TUNName:   name,
-		Logger:    log,
+		Dial:           pc.Dial,
+		DNS:            cs.DNSServers,
+		HijackDNS:      cfg.DNS.Hijack,
+		PeerName:       peer.Redacted(),
+		TUNName:        name,
+		Logger:         log,
 	})
 	if err != nil {
 		return err

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -35,14 +34,6 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return err
 	}
-	token, err := peerToken(cfg)
-	if err != nil {
-		return err
-	}
-	limits, err := cfg.Limits.Transport()
-	if err != nil {
-		return err
-	}
 	// The peer's own addresses stay outside the tunnel (resolved now, before DNS is
 	// pointed at the tunnel): its replies then pass reverse-path filtering, and a
 	// peer on a routed network is reached directly.
@@ -50,48 +41,11 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return err
 	}
-	// Reconnects dial the addresses resolved above: DNS goes into the tunnel from
-	// now on, and the tunnel may be the thing that is down.
-	dialer := &net.Dialer{Control: linux.Control(linux.DefaultFwMark), KeepAlive: -1}
-	dialPeer := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		var firstErr error
-		for _, p := range exclude {
-			c, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(p.Addr().String(), port))
-			if err == nil {
-				return c, nil
-			}
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-		return nil, firstErr
+	pc, err := connectPeer(ctx, cfg, exclude, &net.Dialer{Control: linux.Control(linux.DefaultFwMark), KeepAlive: -1}, log)
+	if err != nil {
+		return err
 	}
-	dial := func(ctx context.Context) (*transport.Session, error) {
-		return transport.Dial(ctx, cfg.Peer, &transport.DialOptions{
-			Token:          token,
-			NetDialContext: dialPeer,
-			Config:         limits,
-			Logger:         log.Named("transport"),
-		})
-	}
-	// The first connection is made before anything on the system changes: a wrong
-	// token, pin or version then leaves it untouched. An unreachable peer (no network
-	// yet, the phone away) is not an error: the client connects when it can.
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	first, firstErr := dial(dctx)
-	cancel()
-	if firstErr != nil && (transport.Permanent(firstErr) || ctx.Err() != nil) {
-		return firstErr
-	}
-	defer func() { // unless the client took it over
-		if first != nil {
-			first.Close()
-		}
-	}()
+	defer pc.Close()
 	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
 	if err != nil {
 		return fmt.Errorf("create TUN %s: %w", cfg.TUN.Name, err)
@@ -145,21 +99,12 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	client, err := daemon.NewClient(daemon.ClientOptions{
 		TUN:            dev,
 		NetworkChanged: netChanged,
-		Dial: func(ctx context.Context) (*transport.Session, error) {
-			if s, err := first, firstErr; s != nil || err != nil {
-				first, firstErr = nil, nil // the client's first dial: the one made above
-				if err != nil {
-					return nil, err
-				}
-				return s, nil
-			}
-			return dial(ctx)
-		},
-		DNS:       cs.DNSServers,
-		HijackDNS: cfg.DNS.Hijack,
-		PeerName:  peer.Redacted(),
-		TUNName:   name,
-		Logger:    log,
+		Dial:           pc.Dial,
+		DNS:            cs.DNSServers,
+		HijackDNS:      cfg.DNS.Hijack,
+		PeerName:       peer.Redacted(),
+		TUNName:        name,
+		Logger:         log,
 	})
 	if err != nil {
 		dev.Close()
