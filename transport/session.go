@@ -114,9 +114,12 @@ type session struct {
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
 	rtt      atomic.Int64 // smoothed RTT in nanoseconds, 0 until measured
-	pingMu   sync.Mutex
-	pingSent map[[8]byte]time.Time
-	pingWait map[[8]byte]chan time.Duration
+	// minRTT is the smallest RTT measured in the last minRTTWindow (nanoseconds, 0
+	// until measured; minRTTAt is when it was measured). Written by onPong only.
+	minRTT, minRTTAt atomic.Int64
+	pingMu           sync.Mutex
+	pingSent         map[[8]byte]time.Time
+	pingWait         map[[8]byte]chan time.Duration
 
 	bytesSent, bytesRecv, wireSent, wireRecv atomic.Uint64
 	dgramsSent, dgramsRecv, dgramsDropped    atomic.Uint64
@@ -832,6 +835,11 @@ func (s *session) onPong(key [8]byte) {
 		return
 	}
 	rtt := time.Since(sent)
+	now := time.Now().UnixNano()
+	if m := s.minRTT.Load(); m == 0 || int64(rtt) <= m || now-s.minRTTAt.Load() > int64(minRTTWindow) {
+		s.minRTT.Store(int64(rtt))
+		s.minRTTAt.Store(now)
+	}
 	if old := s.rtt.Load(); old == 0 {
 		s.rtt.Store(int64(rtt))
 	} else {
@@ -870,9 +878,17 @@ func (s *session) Ping(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// rttOrDefault is the smoothed RTT, or 1 ms before the first measurement.
-func (s *session) rttOrDefault() time.Duration {
-	if r := s.rtt.Load(); r > 0 {
+// minRTTWindow is how long the smallest RTT measured is remembered: long enough to
+// span the busy periods of a bulk transfer, short enough to follow a new path.
+const minRTTWindow = 30 * time.Second
+
+// baseRTT is the path's RTT without the queueing of the session's own traffic: the
+// smallest RTT measured recently, or 1 ms before the first measurement. A PING
+// answered during a bulk transfer waits behind the data in both WebSocket buffers;
+// sizing the stream windows by that inflated RTT would let them grow until they fill
+// those buffers (a queue every other stream waits behind).
+func (s *session) baseRTT() time.Duration {
+	if r := s.minRTT.Load(); r > 0 {
 		return time.Duration(r)
 	}
 	return time.Millisecond

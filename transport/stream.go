@@ -320,7 +320,9 @@ func (st *Stream) consumedLocked(n int) uint32 {
 	cfg := &st.s.cfg
 	// Half a window consumed within a few round trips: the window, not the
 	// application, is what limits this stream. Double it while the budget allows.
-	if st.recvWindow < cfg.MaxWindow && now.Sub(st.lastUpdate) < 4*st.s.rttOrDefault() {
+	// The round trip is the path's base RTT, not one inflated by queues this
+	// growth would itself create (see baseRTT).
+	if st.recvWindow < cfg.MaxWindow && now.Sub(st.lastUpdate) < 4*st.s.baseRTT() {
 		grow := min(st.recvWindow, cfg.MaxWindow-st.recvWindow)
 		if st.s.windowBudget.Add(int64(grow)) <= int64(cfg.SessionWindow) {
 			st.recvWindow += grow
