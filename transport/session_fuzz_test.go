@@ -5,8 +5,13 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +139,91 @@ func FuzzSessionReader(f *testing.F) {
 				t.Fatal("the server still holds the session 10 s after the client left")
 			}
 			time.Sleep(time.Millisecond)
+		}
+	})
+}
+
+// FuzzClientSessionReader is FuzzSessionReader the other way round: a hostile peer
+// sends SETTINGS and then arbitrary messages to a client that has a stream open. The
+// client must not crash or hang: its Ping and the stream's Read end (answered, or
+// failed with the session) within a deadline, and Close returns.
+func FuzzClientSessionReader(f *testing.F) {
+	var scripts sync.Map // URL path → the messages to send on that connection
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		msgs, ok := scripts.LoadAndDelete(r.URL.Path)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.Subprotocol}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		for _, m := range msgs.([][]byte) {
+			if c.Write(ctx, websocket.MessageBinary, m) != nil {
+				return
+			}
+		}
+		for { // answer nothing more; read until the client goes
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}))
+	f.Cleanup(hs.Close)
+	url := "ws" + strings.TrimPrefix(hs.URL, "http")
+
+	ok := func([]byte) []byte { return wire.AppendReply(nil, 1, wire.Reply{Code: wire.CodeOK}) }
+	for _, seed := range [][]byte{
+		cat(settings(), ok(nil), data(1, []byte("hi"), true)),
+		cat(settings(), wire.AppendReply(nil, 1, wire.Reply{Code: wire.CodeRefused, Reason: "no"})),
+		cat(settings(), ok(nil), wire.AppendWindow(nil, 1, 1<<20), wire.AppendReset(nil, 1, wire.Reset{Code: wire.CodeConnReset})),
+		cat(settings(), ok(nil), ok(nil)),
+		cat(settings(), wire.AppendGoAway(nil, wire.GoAway{LastStream: 0, Code: wire.CodeGoingAway})),
+		cat(settings(), openTCP(2, wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 1})),
+		cat(settings(), fuzzSeparator, ok(nil), fuzzSeparator, data(1, make([]byte, 300), false)),
+		settings(),
+	} {
+		f.Add(seed)
+	}
+	var n atomic.Int64
+	f.Fuzz(func(t *testing.T, in []byte) {
+		msgs := bytes.Split(in, fuzzSeparator)
+		if len(msgs) > 8 {
+			msgs = msgs[:8]
+		}
+		path := "/" + strconv.FormatInt(n.Add(1), 10)
+		scripts.Store(path, msgs)
+		defer scripts.Delete(path)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		s, err := Dial(dctx, url+path, &DialOptions{Logger: zap.NewNop(), Config: &Config{KeepAlive: time.Minute, KeepAliveTimeout: 2 * time.Minute}})
+		dcancel()
+		if err != nil {
+			return // refused before the session started: a clean failure
+		}
+		defer s.Close()
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		st, err := s.OpenTCP(pctx, wire.Addr{IP: netip.MustParseAddr("192.0.2.1"), Port: 80})
+		pcancel()
+		if err == nil {
+			st.SetReadDeadline(time.Now().Add(time.Second))
+			io.Copy(io.Discard, st)
+			st.Close()
+		}
+		pctx, pcancel = context.WithTimeout(ctx, time.Second)
+		s.Ping(pctx) // answered or not: it must return
+		pcancel()
+		done := make(chan struct{})
+		go func() { s.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not return")
 		}
 	})
 }
