@@ -241,7 +241,9 @@ func (srv *Server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	src, hasSrc := sourceOf(r.RemoteAddr)
 	if srv.auth != nil && hasSrc {
 		if wait := srv.auth.wait(src); wait > 0 {
-			log.Info("refused session: too many failed authentications", zap.String("remote", r.RemoteAddr), zap.Duration("retry_after", wait))
+			// Debug: a client hammering away must not flood the log (the 401s it got
+			// first, at most AuthFailureBurst per interval, are logged at info).
+			log.Debug("refused session: too many failed authentications", zap.String("remote", r.RemoteAddr), zap.Duration("retry_after", wait))
 			refuse(w, http.StatusTooManyRequests, wait, "tetherd: too many wrong tokens from this address; try again later")
 			return false
 		}
