@@ -96,7 +96,11 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 want() { [ "$BENCH_ONLY" = all ] || [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 
-COMMAND+=" bench/run.sh"
+if [ "${BENCH_DOC:-}" = docs/performance.md ]; then
+	COMMAND+=" make bench"
+else
+	COMMAND+=" bench/run.sh"
+fi
 
 tt_init
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/tetherd-bench.XXXXXX)}
