@@ -97,6 +97,34 @@ type ServeConfig struct {
 	// PolicyConfig decides which destinations clients may reach (the "policy" key;
 	// the method Policy converts it).
 	PolicyConfig PolicyConfig `yaml:"policy"`
+
+	// MaxSessions caps the client sessions running at once; more are answered 503.
+	// Default 32.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxUnauthenticatedConns caps the connections that have not (yet) upgraded with
+	// the right token, MaxUnauthenticatedPerSource those from one address (an IPv6
+	// /64); more are closed at once. Defaults 64 and 8.
+	MaxUnauthenticatedConns     int `yaml:"max_unauthenticated_conns"`
+	MaxUnauthenticatedPerSource int `yaml:"max_unauthenticated_per_source"`
+	// AuthFailureBurst is how many wrong tokens one address may send before it is
+	// answered 429 without its token being checked; it regains one attempt every
+	// AuthFailureInterval. Defaults 5 and 20s; -1 turns the limit off.
+	AuthFailureBurst    int      `yaml:"auth_failure_burst"`
+	AuthFailureInterval Duration `yaml:"auth_failure_interval"`
+	// RelayBuffers caps the 32 KiB read buffers of one session's TCP relays (beyond
+	// it they read 2 KiB at a time). Default 16MiB.
+	RelayBuffers Size `yaml:"relay_buffers"`
+}
+
+// ApplyLimits sets srv's abuse limits from the section (0 keeps the server's
+// default).
+func (c *ServeConfig) ApplyLimits(srv *transport.Server) {
+	srv.MaxSessions = c.MaxSessions
+	srv.MaxUnauthenticatedConns = c.MaxUnauthenticatedConns
+	srv.MaxUnauthenticatedPerSource = c.MaxUnauthenticatedPerSource
+	srv.AuthFailureBurst = c.AuthFailureBurst
+	srv.AuthFailureInterval = time.Duration(c.AuthFailureInterval)
+	srv.RelayBuffers = int(c.RelayBuffers)
 }
 
 // PolicyConfig is the "serve.policy" section; see transport.Policy for the semantics.
@@ -182,6 +210,13 @@ func DefaultConfig() *Config {
 			Path:           "/tether",
 			DialTimeout:    Duration(10 * time.Second),
 			UDPIdleTimeout: Duration(2 * time.Minute),
+
+			MaxSessions:                 transport.DefaultMaxSessions,
+			MaxUnauthenticatedConns:     transport.DefaultMaxUnauthenticatedConns,
+			MaxUnauthenticatedPerSource: transport.DefaultMaxUnauthenticatedPerSource,
+			AuthFailureBurst:            transport.DefaultAuthFailureBurst,
+			AuthFailureInterval:         Duration(transport.DefaultAuthFailureInterval),
+			RelayBuffers:                transport.DefaultRelayBuffers,
 		},
 		Log: LogConfig{Level: "info", Format: "auto"},
 		Limits: LimitsConfig{
@@ -302,6 +337,30 @@ func (c *ServeConfig) validate(ps *problems) {
 	}
 	if c.UDPIdleTimeout < 0 {
 		ps.add("serve.udp_idle_timeout", "must not be negative")
+	}
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"serve.max_sessions", c.MaxSessions},
+		{"serve.max_unauthenticated_conns", c.MaxUnauthenticatedConns},
+		{"serve.max_unauthenticated_per_source", c.MaxUnauthenticatedPerSource},
+	} {
+		if v.n < 0 {
+			ps.add(v.key, "must not be negative (0 means the default)")
+		}
+	}
+	if c.MaxUnauthenticatedPerSource > 0 && c.MaxUnauthenticatedConns > 0 && c.MaxUnauthenticatedPerSource > c.MaxUnauthenticatedConns {
+		ps.add("serve.max_unauthenticated_per_source", "%d is more than max_unauthenticated_conns (%d)", c.MaxUnauthenticatedPerSource, c.MaxUnauthenticatedConns)
+	}
+	if c.AuthFailureBurst < -1 {
+		ps.add("serve.auth_failure_burst", "want -1 (off), 0 (the default) or more")
+	}
+	if c.AuthFailureInterval < 0 {
+		ps.add("serve.auth_failure_interval", "must not be negative")
+	}
+	if c.RelayBuffers != 0 && c.RelayBuffers < 64<<10 {
+		ps.add("serve.relay_buffers", "want at least 64KiB (0 means the default)")
 	}
 	c.policy(ps)
 }

@@ -193,6 +193,12 @@ func TestLoadConfigBad(t *testing.T) {
 			`c.yaml:5: serve.policy.deny_ports[0]: invalid port range "http"`,
 			`c.yaml:6: serve.policy.deny_ports[1]: invalid port range "70000"`,
 		}},
+		{"serve limits", "serve:\n  max_sessions: -1\n  auth_failure_burst: -2\n  relay_buffers: 1KiB\n  max_unauthenticated_conns: 4\n  max_unauthenticated_per_source: 9\n", []string{
+			`c.yaml:2: serve.max_sessions: must not be negative`,
+			`c.yaml:3: serve.auth_failure_burst: want -1 (off), 0 (the default) or more`,
+			`c.yaml:4: serve.relay_buffers: want at least 64KiB`,
+			`c.yaml:6: serve.max_unauthenticated_per_source: 9 is more than max_unauthenticated_conns (4)`,
+		}},
 		{"relative control socket", "control_socket: run/control.sock\n",
 			[]string{`c.yaml:1: control_socket: must be an absolute path, not "run/control.sock"`}},
 		{"bad metrics address", "metrics:\n  listen: localhost\n",

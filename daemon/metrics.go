@@ -8,18 +8,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tetherd/tetherd/transport"
 )
 
 // NewRegistry returns a Prometheus registry holding the Go runtime's and the process's
-// metrics (goroutines, heap, file descriptors, CPU, RSS), and m's when m is not nil.
-// Every call returns a registry of its own: two daemons in one process do not share
-// metrics.
-func NewRegistry(m Monitor) *prometheus.Registry {
+// metrics (goroutines, heap, file descriptors, CPU, RSS) and cs (NewCollector for up
+// and proxy, NewServerCollector for serve). Every call returns a registry of its own:
+// two daemons in one process do not share metrics.
+func NewRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if m != nil {
-		reg.MustRegister(NewCollector(m))
-	}
+	reg.MustRegister(cs...)
 	return reg
 }
 
@@ -93,4 +93,57 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.refused, float64(st.TCPRefused))
 	counter(c.dropped, float64(st.UDPDropped))
 	counter(c.reconnects, float64(st.Reconnects))
+}
+
+// serverCollector turns a transport.Server's counters into metrics when scraped.
+type serverCollector struct {
+	stats func() transport.ServerStats
+
+	sessions, sessionsTotal, refused, bytes, streams, streamsTotal, dropped *prometheus.Desc
+}
+
+// NewServerCollector returns a Prometheus collector of the counters of the peer side
+// (tetherd serve): pass a transport.Server's Stats method.
+func NewServerCollector(stats func() transport.ServerStats) prometheus.Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("tetherd_serve_"+name, help, labels, nil)
+	}
+	return &serverCollector{
+		stats:         stats,
+		sessions:      d("sessions", "Client sessions running now."),
+		sessionsTotal: d("sessions_total", "Client sessions started."),
+		refused:       d("refused_total", "Session upgrades refused.", "reason"),
+		bytes:         d("bytes_total", "Stream payload bytes carried: up from clients, down to them.", "direction"),
+		streams:       d("streams", "Streams open now, TCP streams and UDP/ICMP associations.", "kind"),
+		streamsTotal:  d("streams_opened_total", "Streams and associations opened."),
+		dropped:       d("dgrams_dropped_total", "Datagrams dropped (full queues, policy)."),
+	}
+}
+
+// Describe sends the descriptions of every metric.
+func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.sessions, c.sessionsTotal, c.refused, c.bytes, c.streams, c.streamsTotal, c.dropped} {
+		ch <- d
+	}
+}
+
+// Collect reads the counters and sends them as metrics.
+func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(c.sessions, float64(st.Sessions))
+	counter(c.sessionsTotal, float64(st.SessionsTotal))
+	counter(c.refused, float64(st.RefusedToken), "token")
+	counter(c.refused, float64(st.RefusedRateLimited), "rate_limited")
+	counter(c.bytes, float64(st.BytesUp), "up")
+	counter(c.bytes, float64(st.BytesDown), "down")
+	gauge(c.streams, float64(st.StreamsOpen), "tcp")
+	gauge(c.streams, float64(st.AssociationsOpen), "datagram")
+	counter(c.streamsTotal, float64(st.StreamsTotal))
+	counter(c.dropped, float64(st.DgramsDropped))
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tetherd/tetherd/transport"
 )
 
 // fakeMonitor is a Monitor with a fixed status.
@@ -95,7 +97,7 @@ func TestServeMetricsOfARealClient(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- ServeMetrics(ctx, ln, NewRegistry(c)) }()
+	go func() { served <- ServeMetrics(ctx, ln, NewRegistry(NewCollector(c))) }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -127,7 +129,7 @@ func TestServeMetricsOfARealClient(t *testing.T) {
 // the same names without a conflict, and each reports its own monitor.
 func TestRegistriesAreIndependent(t *testing.T) {
 	for _, n := range []int{1, 2} {
-		reg := NewRegistry(fakeMonitor{Status{TCPFlows: n}})
+		reg := NewRegistry(NewCollector(fakeMonitor{Status{TCPFlows: n}}))
 		want := fmt.Sprintf(`
 # HELP tetherd_flows Flows open now.
 # TYPE tetherd_flows gauge
@@ -137,5 +139,35 @@ tetherd_flows{proto="udp"} 0
 		if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tetherd_flows"); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestServerCollector(t *testing.T) {
+	st := transport.ServerStats{Sessions: 2, SessionsTotal: 9, RefusedToken: 3, RefusedRateLimited: 40,
+		BytesUp: 100, BytesDown: 2000, StreamsOpen: 5, AssociationsOpen: 1, StreamsTotal: 77, DgramsDropped: 4}
+	want := `
+# HELP tetherd_serve_refused_total Session upgrades refused.
+# TYPE tetherd_serve_refused_total counter
+tetherd_serve_refused_total{reason="rate_limited"} 40
+tetherd_serve_refused_total{reason="token"} 3
+# HELP tetherd_serve_sessions Client sessions running now.
+# TYPE tetherd_serve_sessions gauge
+tetherd_serve_sessions 2
+# HELP tetherd_serve_streams Streams open now, TCP streams and UDP/ICMP associations.
+# TYPE tetherd_serve_streams gauge
+tetherd_serve_streams{kind="datagram"} 1
+tetherd_serve_streams{kind="tcp"} 5
+# HELP tetherd_serve_bytes_total Stream payload bytes carried: up from clients, down to them.
+# TYPE tetherd_serve_bytes_total counter
+tetherd_serve_bytes_total{direction="down"} 2000
+tetherd_serve_bytes_total{direction="up"} 100
+`
+	c := NewServerCollector(func() transport.ServerStats { return st })
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"tetherd_serve_refused_total", "tetherd_serve_sessions", "tetherd_serve_streams", "tetherd_serve_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(c); n != 10 {
+		t.Errorf("%d metrics, want 10", n)
 	}
 }

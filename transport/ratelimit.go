@@ -14,6 +14,17 @@ const (
 	defaultMaxUnauthConns      = 64
 	defaultMaxUnauthPerSource  = 8
 	defaultMaxSessions         = 32
+	defaultRelayBuffers        = 16 << 20
+)
+
+// The same defaults, for configuration files that print them.
+const (
+	DefaultAuthFailureBurst            = defaultAuthFailureBurst
+	DefaultAuthFailureInterval         = defaultAuthFailureInterval
+	DefaultMaxUnauthenticatedConns     = defaultMaxUnauthConns
+	DefaultMaxUnauthenticatedPerSource = defaultMaxUnauthPerSource
+	DefaultMaxSessions                 = defaultMaxSessions
+	DefaultRelayBuffers                = defaultRelayBuffers
 )
 
 // sourceOf returns the key abuse limits are counted under: the address of an IPv4

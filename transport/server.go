@@ -96,6 +96,7 @@ type Server struct {
 	active   int               // sessions admitted, from before the upgrade until they end
 	closing  bool
 	wg       sync.WaitGroup // sessions and their relays
+	counters serverCounters // server_stats.go
 }
 
 // init builds the abuse limiters from the fields, once.
@@ -213,13 +214,14 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.close(&SessionError{Reason: "server shutting down"})
 		return
 	}
-	defer srv.untrack(s)
 	start := time.Now()
+	srv.counters.sessions.Add(1)
 	slog.Info("session started")
 	s.start()
 	<-s.done
 	s.close(nil)
 	st := s.Stats()
+	srv.untrack(s, st)
 	fields := []zap.Field{
 		zap.Duration("duration", time.Since(start).Round(time.Millisecond)),
 		zap.Uint64("bytes_up", st.BytesReceived), zap.Uint64("bytes_down", st.BytesSent),
@@ -243,6 +245,7 @@ func (srv *Server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 		if wait := srv.auth.wait(src); wait > 0 {
 			// Debug: a client hammering away must not flood the log (the 401s it got
 			// first, at most AuthFailureBurst per interval, are logged at info).
+			srv.counters.rateLimited.Add(1)
 			log.Debug("refused session: too many failed authentications", zap.String("remote", r.RemoteAddr), zap.Duration("retry_after", wait))
 			refuse(w, http.StatusTooManyRequests, wait, "tetherd: too many wrong tokens from this address; try again later")
 			return false
@@ -264,6 +267,7 @@ func (srv *Server) authenticate(w http.ResponseWriter, r *http.Request) bool {
 	if !ok {
 		msg = "tetherd: missing token: send Authorization: Bearer TOKEN (the token= of the peer URI)"
 	}
+	srv.counters.refusedToken.Add(1)
 	log.Info("refused session: bad or missing token", zap.String("remote", r.RemoteAddr), zap.Bool("token_sent", ok))
 	w.Header().Set("WWW-Authenticate", `Bearer realm="tetherd"`)
 	refuse(w, http.StatusUnauthorized, 0, msg)
@@ -323,8 +327,11 @@ func (srv *Server) track(s *session) bool {
 	return true
 }
 
-func (srv *Server) untrack(s *session) {
+// untrack removes an ended session and adds its final counters to the totals, both
+// under mu, so Stats never counts it twice or not at all.
+func (srv *Server) untrack(s *session, final Stats) {
 	srv.mu.Lock()
+	srv.counters.ended(final)
 	delete(srv.sessions, s)
 	srv.mu.Unlock()
 }
@@ -496,7 +503,7 @@ func (srv *Server) copyToStream(st *Stream, conn net.Conn) error {
 func (srv *Server) getRelayBuf(s *session) *[]byte {
 	budget := srv.RelayBuffers
 	if budget <= 0 {
-		budget = 16 << 20
+		budget = defaultRelayBuffers
 	}
 	const big, bigClass = 32 << 10, 64 << 10 // what getBuf(big) takes from its pool
 	srv.mu.Lock()

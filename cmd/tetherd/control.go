@@ -179,7 +179,7 @@ func startMonitor(ctx context.Context, log *zap.Logger, m daemon.Monitor, opts m
 			return fail(fmt.Errorf("metrics: %w", err))
 		}
 		closers = append(closers, ln)
-		reg := daemon.NewRegistry(m)
+		reg := daemon.NewRegistry(daemon.NewCollector(m))
 		lns = append(lns, func(ctx context.Context) error { return daemon.ServeMetrics(ctx, ln, reg) })
 		log.Info("serving metrics", zap.String("url", "http://"+ln.Addr().String()+"/metrics"))
 	}

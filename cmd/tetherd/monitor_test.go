@@ -19,6 +19,8 @@ import (
 
 	"github.com/tetherd/tetherd/daemon"
 	"github.com/tetherd/tetherd/internal/testnet"
+	"github.com/tetherd/tetherd/transport"
+	"github.com/tetherd/tetherd/transport/wire"
 )
 
 // freePort returns a loopback address whose port was free a moment ago.
@@ -233,4 +235,49 @@ func tokenOf(t *testing.T, uri string) string {
 		t.Fatalf("no token in %q: %v", uri, err)
 	}
 	return u.Query().Get("token")
+}
+
+// TestServeMetrics: `tetherd serve --metrics` exposes the peer's counters: a refused
+// token, and a session that carried a stream.
+func TestServeMetrics(t *testing.T) {
+	dir := t.TempDir()
+	metrics := freePort(t)
+	p := startServe(t, "--listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "state"), "--metrics", metrics,
+		"--config", writeFile(t, filepath.Join(dir, "serve.yaml"), loopbackConfig))
+	uri := p.line(t)
+	bad := strings.Replace(uri, "token="+tokenOf(t, uri), "token=wrong", 1)
+	if _, err := transport.Dial(ctxT(t), bad, nil); err == nil {
+		t.Fatal("a wrong token was accepted")
+	}
+	s, err := transport.Dial(ctxT(t), uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	echo := testnet.ServeTCP(t, func(c net.Conn) { defer c.Close(); io.Copy(c, c) })
+	st, err := s.OpenTCP(ctxT(t), wire.AddrFromAddrPort(echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("hello"))
+	if _, err := io.ReadFull(st, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`tetherd_serve_refused_total{reason="token"} 1` + "\n",
+		"tetherd_serve_sessions 1\n",
+		`tetherd_serve_streams{kind="tcp"} 1` + "\n",
+		`tetherd_serve_bytes_total{direction="up"} 5` + "\n",
+		"go_goroutines ",
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }

@@ -47,6 +47,7 @@ func serveFlagKeys() map[string]string {
 		"insecure-plaintext": "serve.insecure_plaintext",
 		"host":               "serve.hosts",
 		"log-level":          "log.level",
+		"metrics":            "metrics.listen",
 	}
 }
 
@@ -68,6 +69,7 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	var hosts stringList
 	fs.Var(&hosts, "host", "also reachable as `NAME` (host name or IP): put it in the certificate and\nprint a URI for it; repeatable, replaces serve.hosts")
 	logLevel := fs.String("log-level", "", "log at level `L`: debug, info, warn or error (default info)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on `ADDR`, host:port (default: metrics.listen, off)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -102,6 +104,9 @@ func runServe(ctx context.Context, c *cli, args []string) error {
 	}
 	if set["log-level"] {
 		cfg.Log.Level = *logLevel
+	}
+	if set["metrics"] {
+		cfg.Metrics.Listen = *metrics
 	}
 	if err := cfg.Validate(); err != nil {
 		return blameFlags(err, set)
@@ -197,6 +202,7 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		Config:         limits,
 		Logger:         log.Named("peer"),
 	}
+	sc.ApplyLimits(peer)
 	errorLog, err := zap.NewStdLogAt(log.Named("http"), zapcore.DebugLevel)
 	if err != nil {
 		ln.Close()
@@ -224,6 +230,25 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		zap.String("token", tokenSource),
 		zap.String("state_dir", stateDir),
 		zap.String("version", version))
+
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
+		mctx, stopMetrics := context.WithCancel(context.Background())
+		metricsDone := make(chan struct{})
+		go func() {
+			defer close(metricsDone)
+			reg := daemon.NewRegistry(daemon.NewServerCollector(peer.Stats))
+			if err := daemon.ServeMetrics(mctx, mln, reg); err != nil {
+				log.Warn("metrics endpoint failed", zap.Error(err))
+			}
+		}()
+		defer func() { stopMetrics(); <-metricsDone }()
+		log.Info("serving metrics", zap.String("url", "http://"+mln.Addr().String()+"/metrics"))
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
