@@ -168,6 +168,13 @@ func restoreResolvConf(d *dnsJournal) ([]string, error) {
 		return nil, fmt.Errorf("read %s: %w", d.Path, err)
 	case d.Existed && bytes.Equal(cur, d.Original):
 		return []string{fmt.Sprintf("%s: unchanged, nothing to restore", d.Path)}, nil
+	case d.Existed && !hasMarker(cur) && interruptedRewrite(cur, d.Original, resolvConfContent(d.Original, d.Servers)):
+		// A tetherd killed while writing the file (or while restoring it): not
+		// something else's content, so the original goes back.
+		if err := writeInPlace(d.Path, d.Original, d.Perm); err != nil {
+			return nil, fmt.Errorf("restore %s: %w", d.Path, err)
+		}
+		return []string{fmt.Sprintf("restored %s (%d bytes) over an interrupted rewrite", d.Path, len(d.Original))}, nil
 	case !hasMarker(cur):
 		return []string{fmt.Sprintf("%s: left alone: something else rewrote it since tetherd did (its first line is no longer tetherd's marker)", d.Path)}, nil
 	case !d.Existed:
@@ -207,6 +214,33 @@ func resolvConfContent(original []byte, servers []netip.Addr) []byte {
 	return b.Bytes()
 }
 
+// interruptedRewrite reports whether cur is what a rewrite of the original
+// with ours, or of ours with the original, leaves when it is killed midway:
+// by writeInPlace, some first bytes of the new content over the old; by
+// earlier versions (truncate, then write), a prefix of the new content.
+func interruptedRewrite(cur, original, ours []byte) bool {
+	return overwrittenPart(cur, ours, original) || overwrittenPart(cur, original, ours) ||
+		bytes.HasPrefix(ours, cur) || bytes.HasPrefix(original, cur)
+}
+
+// overwrittenPart reports whether cur == x[:k] + y[k:] for some k (y[k:] being
+// empty when k is past its end).
+func overwrittenPart(cur, x, y []byte) bool {
+	for k := 0; k <= len(x) && k <= len(cur); k++ {
+		if !bytes.Equal(cur[:k], x[:k]) {
+			return false
+		}
+		rest := []byte{}
+		if k < len(y) {
+			rest = y[k:]
+		}
+		if bytes.Equal(cur[k:], rest) {
+			return true
+		}
+	}
+	return false
+}
+
 func hasMarker(b []byte) bool {
 	first, _, _ := bytes.Cut(b, []byte("\n"))
 	return string(first) == resolvConfMarker
@@ -214,13 +248,19 @@ func hasMarker(b []byte) bool {
 
 // writeInPlace replaces the contents of path without replacing the file:
 // /etc/resolv.conf is a bind mount inside `ip netns exec`, and renaming
-// over a mount point fails (EBUSY) or would only hide it.
+// over a mount point fails (EBUSY) or would only hide it. It writes over
+// the old bytes first and cuts the file to length last, so a process killed
+// half-way leaves data[:k] followed by the old bytes from k on — never an
+// empty file — which interruptedWrite recognizes.
 func writeInPlace(path string, data []byte, perm fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, perm)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	_, err = f.WriteAt(data, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(data)))
+	}
 	if err == nil {
 		err = f.Sync()
 	}
