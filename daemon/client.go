@@ -119,6 +119,12 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		ready()
 	}
 	var draining []*transport.Session // sessions the peer is taking down gracefully
+	// A session found dead is closed in the background: Close waits for the
+	// WebSocket close handshake (up to seconds on a path that is gone), and the
+	// reconnect must not wait for it. Run waits for these closes before returning.
+	var closing sync.WaitGroup
+	defer closing.Wait()
+	closeDead := func(s *transport.Session) { closing.Go(func() { s.Close() }) }
 	defer func() {
 		st.Close()
 		c.mu.Lock()
@@ -175,11 +181,11 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 				continue
 			}
 			c.log.Info("network changed and the peer does not answer; reconnecting", zap.Error(err))
-			s.Close()
+			closeDead(s)
 			c.sessionEnded(s)
 		case <-s.Done():
 			c.log.Warn("tunnel lost; reconnecting", zap.Error(s.Err()))
-			s.Close()
+			closeDead(s)
 			c.sessionEnded(s)
 		case <-s.GoingAway():
 			// The peer is shutting down gracefully: its open streams finish on
