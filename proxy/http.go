@@ -116,6 +116,10 @@ func parseHostPort(hostport, defPort string) (wire.Addr, error) {
 	}
 	a := wire.Addr{Port: uint16(p)}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			// A zone means an interface of this machine; it cannot cross the wire.
+			return wire.Addr{}, fmt.Errorf("bad host in %q: an IPv6 zone is not a destination", hostport)
+		}
 		a.IP = ip.Unmap()
 	} else if wire.ValidName(host) {
 		a.Name = host

@@ -204,6 +204,10 @@ func readSOCKSAddr(r io.Reader) (wire.Addr, error) {
 		name := string(b[:l[0]])
 		a.Port = binary.BigEndian.Uint16(b[l[0]:])
 		if ip, err := netip.ParseAddr(name); err == nil {
+			if ip.Zone() != "" {
+				// A zone means an interface of this machine; it cannot cross the wire.
+				return a, &socksError{repHostUnreachable, fmt.Errorf("%w %q: an IPv6 zone is not a destination", wire.ErrBadName, name)}
+			}
 			a.IP = ip.Unmap()
 		} else if !wire.ValidName(name) {
 			return a, &socksError{repHostUnreachable, fmt.Errorf("%w %q", wire.ErrBadName, name)}
