@@ -31,10 +31,12 @@ func JournalDir(dir string) string {
 // DNS modes of Config.DNSMode.
 const (
 	// DNSAuto (the default) and DNSDynamicStore publish the DNS servers as
-	// a default resolver in the SystemConfiguration dynamic store (scutil).
+	// a default resolver in the SystemConfiguration dynamic store (scutil),
+	// and load the pf anchor PFAnchor, which refuses DNS leaving on any
+	// other interface than the utun and lo0 (the LAN resolver included).
 	DNSAuto         = "auto"
 	DNSDynamicStore = "scutil"
-	// DNSOff leaves DNS alone.
+	// DNSOff leaves DNS alone: no resolver, no pf rules.
 	DNSOff = "off"
 )
 
@@ -86,12 +88,23 @@ type Config struct {
 	// DNS are resolver addresses inside the TUN network. Empty leaves DNS
 	// alone.
 	DNS []netip.Addr
-	// DNSMode is DNSAuto (the default), DNSDynamicStore or DNSOff.
+	// DNSMode is DNSAuto (the default), DNSDynamicStore or DNSOff. With
+	// DNS servers and a mode other than DNSOff, Up also loads the pf DNS
+	// filter (see pfRules).
 	DNSMode string
+	// Peers are the addresses and ports of the tunnel's own connection to
+	// the peer. The DNS filter lets a connection to one of them through
+	// when its port is a DNS port (53, 853); other ports are not filtered
+	// anyway.
+	Peers []netip.AddrPort
 	// JournalDir holds journal.json while a configuration is active;
 	// default DefaultJournalDir.
 	JournalDir string
 }
+
+// dnsFilter says whether Up installs the pf DNS filter: whenever it
+// points the system's resolver at the tunnel.
+func (c Config) dnsFilter() bool { return len(c.DNS) > 0 && c.DNSMode != DNSOff }
 
 // withDefaults returns a copy of c with defaults filled in and the prefix
 // lists normalized (masked, deduplicated), or a validation error.
@@ -139,6 +152,12 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	c.DNS = dedup(c.DNS, func(a netip.Addr) netip.Addr { return a })
+	for _, p := range c.Peers {
+		if !p.IsValid() || p.Port() == 0 || p.Addr().Zone() != "" {
+			errs = append(errs, fmt.Errorf("peer %v: invalid", p))
+		}
+	}
+	c.Peers = dedup(c.Peers, func(p netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(p.Addr().Unmap(), p.Port()) })
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid config: %w", err)
 	}

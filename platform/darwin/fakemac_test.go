@@ -23,6 +23,7 @@ type fakeMac struct {
 	addrs    map[netip.Addr]bool     // addresses on the utun
 	keys     map[string]string       // dynamic store
 	tunAlive bool
+	pf       fakePF
 	// failAt makes the nth changing command (counted from 1) fail.
 	failAt, changes int
 }
@@ -51,6 +52,7 @@ func (m *fakeMac) state() string {
 	for k, v := range m.keys {
 		out = append(out, "key "+k+" = "+v)
 	}
+	out = append(out, m.pf.state()...)
 	sort.Strings(out)
 	return strings.Join(out, "\n")
 }
@@ -81,7 +83,8 @@ func (m *fakeMac) respond(line, stdin string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f := strings.Fields(line)
-	changing := !(f[0] == routeCmd && f[2] == "get") && !(f[0] == scutilCmd && !strings.Contains(stdin, "set ") && !strings.Contains(stdin, "remove "))
+	changing := !(f[0] == routeCmd && f[2] == "get") && !(f[0] == scutilCmd && !strings.Contains(stdin, "set ") && !strings.Contains(stdin, "remove ")) &&
+		!(f[0] == pfctlCmd && f[1] == "-s")
 	if changing {
 		m.changes++
 		if m.changes == m.failAt {
@@ -95,6 +98,8 @@ func (m *fakeMac) respond(line, stdin string) ([]byte, error) {
 		return m.ifconfig(f[1], f[2:])
 	case scutilCmd:
 		return m.scutil(stdin), nil
+	case pfctlCmd:
+		return m.pf.pfctl(line, f[1:], stdin)
 	}
 	return nil, fmt.Errorf("unexpected command %s", line)
 }

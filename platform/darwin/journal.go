@@ -52,6 +52,9 @@ type change struct {
 	// Exclude is set on the route of an Exclude prefix through the
 	// default gateway, which Refresh moves when the gateway changes.
 	Exclude netip.Prefix `json:"exclude,omitzero"`
+	// PFEnable marks `pfctl -E`: its Undo, `pfctl -X TOKEN`, is known
+	// only from what it printed, and is journaled once it ran.
+	PFEnable bool `json:"pf_enable,omitempty"`
 }
 
 // command is a command line; Stdin is fed to it (scutil scripts).
@@ -65,13 +68,18 @@ func (c command) String() string { return commandLine(c.Name, c.Args) }
 
 // allowedCommands are the only commands a journal may make Down run: the
 // journal is data, not a script.
-var allowedCommands = []string{routeCmd, ifconfigCmd, scutilCmd}
+var allowedCommands = []string{routeCmd, ifconfigCmd, scutilCmd, pfctlCmd}
 
 func (j *journal) check() error {
 	for _, c := range j.Changes {
 		for _, cmd := range []*command{&c.Do, c.Undo} {
 			if cmd != nil && !slices.Contains(allowedCommands, cmd.Name) {
 				return fmt.Errorf("journal names the command %q; only %v are allowed", cmd.Name, allowedCommands)
+			}
+			if cmd != nil && cmd.Name == pfctlCmd {
+				if err := checkPFCommand(*cmd); err != nil {
+					return err
+				}
 			}
 		}
 	}

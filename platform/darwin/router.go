@@ -131,6 +131,9 @@ func Up(cfg Config, opts Options) (r *Router, err error) {
 		}
 		return nil, fmt.Errorf("configure %s: %w (rolled back)", cfg.TUN, err)
 	}
+	if cfg.dnsFilter() {
+		checkPFAnchor(e)
+	}
 	e.log.Info("network configured", zap.String("tun", j.TUN), zap.Int("changes", len(j.Changes)))
 	return &Router{env: e, store: store, j: j}, nil
 }
@@ -301,7 +304,13 @@ func plan(cfg Config, e *env) (*journal, error) {
 		half := slices.Contains(v4Halves, p) || slices.Contains(v6Halves, p)
 		add(change{What: fmt.Sprintf("route %v into %s", p, tun), Do: route("add", familyFlag(p.Addr().Is6()), p.String(), "-interface", tun), Undo: &undo, OnTUN: true, ExistsOK: !half})
 	}
-	if len(cfg.DNS) > 0 && cfg.DNSMode != DNSOff {
+	if cfg.dnsFilter() {
+		// Before the resolver moves into the tunnel: from now on no query
+		// leaves outside it, scoped (mDNSResponder's per-interface
+		// resolvers) or sent straight to the LAN's resolver.
+		for _, c := range pfChanges(tun, cfg.Peers) {
+			add(c)
+		}
 		undo := command{Name: scutilCmd, Stdin: removeDNSScript()}
 		add(change{What: fmt.Sprintf("DNS servers %v as the default resolver (%s)", cfg.DNS, DNSKey), Do: command{Name: scutilCmd, Stdin: setDNSScript(cfg.DNS)}, Undo: &undo})
 	}
@@ -427,6 +436,15 @@ func apply(e *env, store *journalStore, j *journal) (int, error) {
 				return i, fmt.Errorf("%s: %w", c.What, err)
 			}
 		}
+		if c.PFEnable {
+			if err := pfEnable(e, store, j, c); err != nil {
+				// The reference may be held (a token printed, the journal
+				// not written): the change counts as made, so that a
+				// rollback gives back what it can.
+				return i + 1, fmt.Errorf("%s: %w", c.What, err)
+			}
+			continue
+		}
 		err := runCommand(e, c.Do)
 		if err != nil && c.ExistsOK && routeExists(err) {
 			e.log.Info("routed already; leaving that route alone", zap.String("change", c.What))
@@ -445,6 +463,42 @@ func apply(e *env, store *journalStore, j *journal) (int, error) {
 		e.log.Debug("changed", zap.String("change", c.What))
 	}
 	return len(j.Changes), nil
+}
+
+// pfEnable runs pfctl -E (change c of j), records the pfctl -X of the
+// token it printed as c's undo, and journals it. A crash between the two
+// leaves pf enabled by one reference that no journal names (see
+// docs/macos.md); the anchor itself is journaled before it is loaded.
+func pfEnable(e *env, store *journalStore, j *journal, c *change) error {
+	out, err := e.run.Run(e.ctx, c.Do.Stdin, c.Do.Name, c.Do.Args...)
+	if err != nil {
+		return err
+	}
+	token, err := parsePFToken(out)
+	if err != nil {
+		e.log.Error("pf is enabled with a reference tetherd cannot give back; see `sudo pfctl -s References`", zap.Error(err))
+		return err
+	}
+	undo := pfReleaseCommand(token)
+	c.Undo = &undo
+	if err := store.write(j); err != nil {
+		return err
+	}
+	e.log.Debug("changed", zap.String("change", c.What), zap.String("pf_token", token))
+	return nil
+}
+
+// checkPFAnchor warns when pf's main ruleset does not evaluate the
+// anchors under com.apple/ (a replaced /etc/pf.conf): the DNS filter is
+// loaded then, but applies to nothing.
+func checkPFAnchor(e *env) {
+	out, err := e.run.Run(e.ctx, "", pfctlCmd, "-s", "rules")
+	switch {
+	case err != nil:
+		e.log.Warn("cannot read pf's main ruleset; check that it has anchor \"com.apple/*\"", zap.Error(err))
+	case !pfAnchorEvaluated(out):
+		e.log.Warn("pf's main ruleset has no anchor \"com.apple/*\" (was /etc/pf.conf replaced?): the DNS filter " + PFAnchor + " is loaded but not applied, and DNS can leak to the LAN's resolver")
+	}
 }
 
 // tunState says what became of the utun of a journal.
@@ -566,7 +620,7 @@ var errScutil = errors.New("scutil reported a failure")
 // (EADDRNOTAVAIL), an interface that no longer exists, a dynamic store key
 // that is not there.
 func alreadyGone(err error) bool {
-	if notInTable(err) {
+	if notInTable(err) || pfTokenGone(err) {
 		return true
 	}
 	var ce *CommandError

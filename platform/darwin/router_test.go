@@ -56,6 +56,21 @@ destination: 192.168.1.0
 `
 )
 
+// What pfctl prints on macOS (standard error and output together): -E
+// on a stock system, and -s rules of the stock /etc/pf.conf.
+const (
+	pfctlEnabled = `No ALTQ support in kernel
+ALTQ related functions disabled
+pf enabled
+Token : 15093789424541785233
+`
+	pfctlMainRules = `No ALTQ support in kernel
+ALTQ related functions disabled
+scrub-anchor "com.apple/*" all fragment reassemble
+anchor "com.apple/*" all
+`
+)
+
 // world answers the commands of the router like a Mac with Wi-Fi (en0,
 // gateway 192.168.1.1, IPv6 gateway fe80::1%en0) would.
 type world struct {
@@ -101,6 +116,10 @@ func (w *world) respond(line, stdin string) ([]byte, error) {
 		return []byte(strings.Replace(getDefault4, "route to: default", "route to: "+addr, 1)), nil
 	case line == scutilCmd && strings.Contains(stdin, "show "):
 		return []byte(scutilShow), nil
+	case line == pfctlCmd+" -E":
+		return []byte(pfctlEnabled), nil
+	case line == pfctlCmd+" -s rules":
+		return []byte(pfctlMainRules), nil
 	}
 	return nil, nil
 }
@@ -122,6 +141,7 @@ func fullConfig(dir string) Config {
 		},
 		LANBypass:  true,
 		DNS:        []netip.Addr{netip.MustParseAddr("10.255.77.2"), netip.MustParseAddr("fd74:6574:6865:7264::53")},
+		Peers:      []netip.AddrPort{netip.MustParseAddrPort("203.0.113.7:8443"), netip.MustParseAddrPort("[2001:db8::7]:8443")},
 		JournalDir: dir,
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Runner runs an external command: route, ifconfig, scutil, launchctl. It
+// Runner runs an external command: route, ifconfig, scutil, pfctl, launchctl. It
 // is the package's only way to change the system, so that tests can record
 // the exact commands (see testdata/*.golden).
 type Runner interface {
@@ -25,6 +25,7 @@ const (
 	routeCmd     = "/sbin/route"
 	ifconfigCmd  = "/sbin/ifconfig"
 	scutilCmd    = "/usr/sbin/scutil"
+	pfctlCmd     = "/sbin/pfctl"
 	launchctlCmd = "/bin/launchctl"
 )
 
