@@ -56,6 +56,12 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	for i, p := range exclude {
 		peerAddrs[i] = p.Addr()
 	}
+	// The pf DNS filter must not cut the tunnel's own connection if the peer
+	// listens on a DNS port.
+	peerEndpoints, err := darwin.PeerEndpoints(peer.URL, peerAddrs)
+	if err != nil {
+		return err
+	}
 	var bound atomic.Pointer[darwin.Binder]
 	early := darwin.NewBinder(darwin.BinderOptions{Destinations: peerAddrs, Logger: log.Named("binder")})
 	if _, err := early.Refresh(ctx); err != nil {
@@ -106,6 +112,7 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		LANBypass:  cfg.Routes.LANBypass,
 		DNS:        cs.DNSServers,
 		DNSMode:    cfg.DNS.Mode,
+		Peers:      peerEndpoints,
 		JournalDir: journalDir,
 	}, darwin.Options{Logger: log.Named("router")})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -139,4 +140,33 @@ func pfAnchorEvaluated(out []byte) bool {
 		}
 	}
 	return false
+}
+
+// PeerEndpoints returns the endpoints of the tunnel's own connection, for
+// Config.Peers: each of addrs (the peer's resolved addresses) at the port
+// of the WebSocket URL wsURL, or its scheme's default port (wss 443,
+// ws 80).
+func PeerEndpoints(wsURL string, addrs []netip.Addr) ([]netip.AddrPort, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return nil, fmt.Errorf("peer URL: %w", err)
+	}
+	var port uint64
+	switch p := u.Port(); {
+	case p != "":
+		if port, err = strconv.ParseUint(p, 10, 16); err != nil || port == 0 {
+			return nil, fmt.Errorf("peer URL: port %q", p)
+		}
+	case u.Scheme == "wss" || u.Scheme == "https":
+		port = 443
+	case u.Scheme == "ws" || u.Scheme == "http":
+		port = 80
+	default:
+		return nil, fmt.Errorf("peer URL: no port for scheme %q", u.Scheme)
+	}
+	out := make([]netip.AddrPort, len(addrs))
+	for i, a := range addrs {
+		out[i] = netip.AddrPortFrom(a.Unmap(), uint16(port))
+	}
+	return out, nil
 }
