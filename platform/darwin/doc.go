@@ -12,7 +12,10 @@
 // tunnel's routes do not apply to it; Exclude prefixes (the peer) get
 // routes through the original default gateway as well. DNS goes into the
 // SystemConfiguration dynamic store under a key of tetherd's own
-// (DNSKey), never into the user's network services. See Up for the exact
+// (DNSKey), never into the user's network services, and a pf anchor of
+// tetherd's own (PFAnchor) refuses DNS leaving on any other interface,
+// which catches the scoped queries and queries to the LAN's resolver that
+// routes cannot. See Up for the exact
 // commands, and docs/macos.md for what this does and does not cover.
 //
 // Every change is journaled before it is made (Config.JournalDir), so

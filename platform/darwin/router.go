@@ -68,7 +68,7 @@ type Router struct {
 	err    error // Close's result
 }
 
-// Up applies cfg with route(8), ifconfig(8) and scutil(8), in this order
+// Up applies cfg with route(8), ifconfig(8), pfctl(8) and scutil(8), in this order
 // (U is the utun, GW4 and GW6 the default gateways before Up):
 //
 //	ifconfig U mtu MTU
@@ -79,9 +79,14 @@ type Router struct {
 //	route -n add -inet[6] X GW4|GW6             (each Exclude prefix X)
 //	route -n add -inet[6] P -interface U        (0.0.0.0/1, 128.0.0.0/1, ::/1,
 //	                                             8000::/1, or the Include list)
+//	pfctl -a PFAnchor -f - < rules              (DNS filter: see pfRules)
+//	pfctl -E                                    (a reference on pf; its token
+//	                                             is journaled for pfctl -X)
 //	scutil < set DNSKey                         (DNS: see setDNSScript)
 //
-// so that the exceptions are in place before anything is captured. The
+// (the DNS filter and DNS only with DNS servers and DNSMode not DNSOff),
+// so that the exceptions are in place before anything is captured, and
+// no query leaves outside the tunnel once the resolver points into it. The
 // default routes themselves are left alone: the halves win by being more
 // specific, and so does every route more specific than a half (the LAN).
 // An Exclude prefix that such a route already covers (a peer on the LAN,
