@@ -83,6 +83,12 @@ type session struct {
 	dgramBytes int
 	space      chan struct{} // closed and replaced when the data queue drains
 	wake       notify
+	// The last DATA frame in data, while it is the last frame there: small writes
+	// of the same stream are appended to it (one header, one frame) instead of
+	// queueing a frame each. lastDataAt is the offset of its header.
+	lastDataOK     bool
+	lastDataAt     int
+	lastDataStream uint32
 
 	// openMu makes taking a new id and queueing its OPEN one step (client side), so
 	// that OPENs leave in increasing id order as the peer requires. Taken before mu
@@ -347,12 +353,22 @@ func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset
 		default:
 		}
 		if len(s.data) == 0 || len(s.data)+need <= s.cfg.WriteBuffer {
-			if len(p) > 0 || fin {
-				s.data = wire.AppendDataHeader(s.data, stream, len(p), fin)
+			if s.canExtendLocked(stream, len(p), fin, reset) {
 				s.data = append(s.data, p...)
-			}
-			if reset != nil {
-				s.data = wire.AppendReset(s.data, stream, *reset)
+				l := len(s.data) - s.lastDataAt - wire.HeaderLen
+				binary.BigEndian.PutUint32(s.data[s.lastDataAt+6:], uint32(l))
+			} else {
+				s.lastDataOK = false
+				if len(p) > 0 || fin {
+					at := len(s.data)
+					s.data = wire.AppendDataHeader(s.data, stream, len(p), fin)
+					s.data = append(s.data, p...)
+					s.lastDataOK, s.lastDataAt, s.lastDataStream = !fin, at, stream
+				}
+				if reset != nil {
+					s.data = wire.AppendReset(s.data, stream, *reset)
+					s.lastDataOK = false
+				}
 			}
 			s.wmu.Unlock()
 			s.bytesSent.Add(uint64(len(p)))
@@ -373,6 +389,18 @@ func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset
 	}
 }
 
+// canExtendLocked tells whether p (len n) of stream can be appended to the last DATA
+// frame queued: same stream, no FIN or RESET now or before, within the peer's frame
+// size. wmu is held.
+func (s *session) canExtendLocked(stream uint32, n int, fin bool, reset *wire.Reset) bool {
+	if !s.lastDataOK || s.lastDataStream != stream || n == 0 || fin || reset != nil {
+		return false
+	}
+	cur := len(s.data) - s.lastDataAt - wire.HeaderLen
+	return cur >= 0 && cur+n <= int(s.peerMaxFrame) &&
+		int(binary.BigEndian.Uint32(s.data[s.lastDataAt+6:])) == cur
+}
+
 func (s *session) writeLoop() {
 	defer s.wg.Done()
 	defer s.cancel()
@@ -386,6 +414,7 @@ func (s *session) writeLoop() {
 		s.wmu.Lock()
 		pri, s.pri = s.pri, pri[:0]
 		data, s.data = s.data, data[:0]
+		s.lastDataOK = false
 		s.dgramBytes = 0
 		close(s.space)
 		s.space = make(chan struct{})
