@@ -17,7 +17,7 @@ func CheckSettings(dnsMode string, lanBypass bool) error {
 	switch dnsMode {
 	case DNSAuto, DNSOff:
 	default:
-		errs = append(errs, fmt.Errorf("dns.mode %s is Linux-only; on macOS use auto (the SystemConfiguration dynamic store) or off", dnsMode))
+		errs = append(errs, fmt.Errorf("dns.mode %s is Linux-only; on macOS use auto (the SystemConfiguration dynamic store, and a pf filter that keeps DNS in the tunnel) or off (neither)", dnsMode))
 	}
 	if !lanBypass {
 		errs = append(errs, errors.New("routes.lan_bypass: false is not supported on macOS: the networks the Mac is directly connected to always stay outside the tunnel there (see docs/macos.md)"))

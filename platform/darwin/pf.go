@@ -66,7 +66,7 @@ func pfChanges(tun string, peers []netip.AddrPort) []change {
 			Do:   command{Name: pfctlCmd, Args: []string{"-a", PFAnchor, "-f", "-"}, Stdin: pfRules(tun, peers)},
 			Undo: &flush,
 		},
-		{What: "pf enabled (a reference of tetherd's)", Do: command{Name: pfctlCmd, Args: []string{"-E"}}, PFEnable: true},
+		{What: "pf reference (pfctl -E) keeping pf enabled", Do: command{Name: pfctlCmd, Args: []string{"-E"}}, PFEnable: true},
 	}
 }
 

@@ -263,3 +263,30 @@ func TestPeerEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// Down refuses a journal whose pfctl command is not one of tetherd's
+// (here: disabling pf for everyone), and runs nothing.
+func TestDownRefusesOtherPFCommands(t *testing.T) {
+	dir := t.TempDir()
+	store, err := openJournalStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &journal{Version: journalVersion, OS: "darwin", TUN: testTUN, Changes: []change{
+		{What: "x", Do: command{Name: pfctlCmd, Args: []string{"-E"}}, Undo: &command{Name: pfctlCmd, Args: []string{"-d"}}},
+	}}
+	if err := store.write(j); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.release(); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeRunner{}
+	alive := false
+	if _, err := Down(dir, testOptions(t, f, &alive)); err == nil || !strings.Contains(err.Error(), "pfctl -d") {
+		t.Errorf("Down: %v", err)
+	}
+	if len(f.lines) != 0 {
+		t.Errorf("commands were run:\n%s", f.transcript())
+	}
+}
