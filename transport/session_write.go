@@ -1,0 +1,206 @@
+package transport
+
+import (
+	"encoding/binary"
+	"net"
+
+	"github.com/coder/websocket"
+
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+// The session's writing side: the priority and data queues and the one goroutine that
+// writes frames to the WebSocket.
+
+// queuePri appends control frames built by fn to the priority queue. It fails only when
+// the session is over, or when the other side does not read and control frames pile up
+// beyond any sane amount (then the session ends).
+func (s *session) queuePri(fn func([]byte) []byte) error {
+	s.wmu.Lock()
+	select {
+	case <-s.done:
+		s.wmu.Unlock()
+		return ErrSessionClosed
+	default:
+	}
+	s.pri = fn(s.pri)
+	over := len(s.pri)-s.dgramBytes > 4<<20
+	s.wmu.Unlock()
+	if over {
+		s.shutdown(&SessionError{Reason: "peer does not read: more than 4 MiB of control frames queued"})
+		return ErrSessionClosed
+	}
+	s.wake.signal()
+	return nil
+}
+
+// queueDgram appends a DGRAM frame unless the datagram queue is full, in which case the
+// datagram is dropped and counted. It never blocks.
+func (s *session) queueDgram(stream uint32, a wire.Addr, p []byte) error {
+	s.wmu.Lock()
+	select {
+	case <-s.done:
+		s.wmu.Unlock()
+		return ErrSessionClosed
+	default:
+	}
+	size := wire.HeaderLen + a.AddrLen() + len(p)
+	// peerMaxFrame was set by the other side's SETTINGS, which arrive before any
+	// association exists.
+	if s.dgramBytes+size > s.cfg.DgramQueue || size > int(s.peerMaxFrame)+wire.HeaderLen {
+		s.wmu.Unlock()
+		s.dgramsDropped.Add(1)
+		return nil
+	}
+	var err error
+	s.pri, err = wire.AppendDgram(s.pri, stream, a, p)
+	if err == nil {
+		s.dgramBytes += size
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.dgramsSent.Add(1)
+	s.wake.signal()
+	return nil
+}
+
+// queueData appends a DATA frame (and, with reset, a RESET after it) to the data queue,
+// waiting while the queue is full. cancel and expired abort the wait.
+func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset, cancel <-chan struct{}, expired <-chan struct{}) error {
+	need := len(p) + wire.HeaderLen
+	for {
+		s.wmu.Lock()
+		select {
+		case <-s.done:
+			s.wmu.Unlock()
+			return ErrSessionClosed
+		default:
+		}
+		if len(s.data) == 0 || len(s.data)+need <= s.cfg.WriteBuffer {
+			if s.canExtendLocked(stream, len(p), fin, reset) {
+				s.data = append(s.data, p...)
+				l := len(s.data) - s.lastDataAt - wire.HeaderLen
+				binary.BigEndian.PutUint32(s.data[s.lastDataAt+6:], uint32(l))
+			} else {
+				s.lastDataOK = false
+				if len(p) > 0 || fin {
+					at := len(s.data)
+					s.data = wire.AppendDataHeader(s.data, stream, len(p), fin)
+					s.data = append(s.data, p...)
+					s.lastDataOK, s.lastDataAt, s.lastDataStream = !fin, at, stream
+				}
+				if reset != nil {
+					s.data = wire.AppendReset(s.data, stream, *reset)
+					s.lastDataOK = false
+				}
+			}
+			s.wmu.Unlock()
+			s.bytesSent.Add(uint64(len(p)))
+			s.wake.signal()
+			return nil
+		}
+		space := s.space
+		s.wmu.Unlock()
+		select {
+		case <-space:
+		case <-cancel:
+			return net.ErrClosed
+		case <-expired:
+			return ErrTimeout
+		case <-s.done:
+			return ErrSessionClosed
+		}
+	}
+}
+
+// canExtendLocked tells whether p (len n) of stream can be appended to the last DATA
+// frame queued: same stream, no FIN or RESET now or before, within the peer's frame
+// size. wmu is held.
+func (s *session) canExtendLocked(stream uint32, n int, fin bool, reset *wire.Reset) bool {
+	if !s.lastDataOK || s.lastDataStream != stream || n == 0 || fin || reset != nil {
+		return false
+	}
+	cur := len(s.data) - s.lastDataAt - wire.HeaderLen
+	return cur >= 0 && cur+n <= int(s.peerMaxFrame) &&
+		int(binary.BigEndian.Uint32(s.data[s.lastDataAt+6:])) == cur
+}
+
+func (s *session) writeLoop() {
+	defer s.wg.Done()
+	defer s.cancel()
+	var pri, data []byte
+	for {
+		select {
+		case <-s.wake:
+		case <-s.ctx.Done():
+			return
+		}
+		s.wmu.Lock()
+		pri, s.pri = s.pri, pri[:0]
+		data, s.data = s.data, data[:0]
+		s.lastDataOK = false
+		s.dgramBytes = 0
+		close(s.space)
+		s.space = make(chan struct{})
+		s.wmu.Unlock()
+		ending := isClosed(s.done)
+		if ending && s.err != nil {
+			pri, data = nil, nil // an aborted session sends nothing more but the close
+		}
+		if s.cork != nil {
+			s.cork.Cork()
+		}
+		err := s.writeFrames(pri)
+		if err == nil {
+			err = s.writeFrames(data)
+		}
+		if s.cork != nil {
+			if ferr := s.cork.Flush(); err == nil {
+				err = ferr
+			}
+		}
+		if err != nil {
+			s.shutdown(&SessionError{Reason: "write", Err: err})
+			_ = s.conn.CloseNow()
+			return
+		}
+		if ending {
+			code, reason := s.closeStatus()
+			_ = s.conn.Close(code, reason)
+			return
+		}
+		// Do not let one burst pin a large buffer for the session's lifetime.
+		if cap(pri) > 1<<20 {
+			pri = nil
+		}
+		if cap(data) > 2*s.cfg.WriteBuffer {
+			data = nil
+		}
+	}
+}
+
+// writeFrames writes whole frames from b as messages of at most wire.MaxMessage bytes.
+func (s *session) writeFrames(b []byte) error {
+	for len(b) > 0 {
+		n := len(b)
+		if n > wire.MaxMessage {
+			// Cut at the last frame boundary that fits.
+			n = 0
+			for n+wire.HeaderLen <= len(b) {
+				l := wire.HeaderLen + int(binary.BigEndian.Uint32(b[n+6:]))
+				if n+l > wire.MaxMessage {
+					break
+				}
+				n += l
+			}
+		}
+		if err := s.conn.Write(s.ctx, websocket.MessageBinary, b[:n]); err != nil {
+			return err
+		}
+		s.wireSent.Add(uint64(n))
+		b = b[n:]
+	}
+	return nil
+}
