@@ -139,6 +139,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var mem MemoryReturner
 	hadSession := s != nil
 	for {
 		if s == nil {
@@ -171,6 +172,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			return nil
 		case now := <-tick.C:
 			c.sampleRates(now)
+			ns := st.Stats()
+			mem.Observe(ns.TCPActive + ns.UDPActive)
 			continue
 		case <-c.opts.NetworkChanged:
 			// The path may have changed under the session: check it answers.

@@ -165,6 +165,7 @@ type proxyMonitor struct {
 func (m *proxyMonitor) sampleEverySecond(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var mem daemon.MemoryReturner
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,6 +173,8 @@ func (m *proxyMonitor) sampleEverySecond(ctx context.Context) {
 		case now := <-t.C:
 			ss := m.sessions.Stats()
 			m.rates.Sample(now, ss.BytesUp, ss.BytesDown)
+			ps := m.srv.Stats()
+			mem.Observe(ps.TCPActive + ps.UDPActive)
 		}
 	}
 }

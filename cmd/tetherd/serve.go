@@ -250,6 +250,26 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		log.Info("serving metrics", zap.String("url", "http://"+mln.Addr().String()+"/metrics"))
 	}
 
+	// Memory back to the system after a mass close of streams.
+	memCtx, stopMem := context.WithCancel(context.Background())
+	memDone := make(chan struct{})
+	go func() {
+		defer close(memDone)
+		var mem daemon.MemoryReturner
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-memCtx.Done():
+				return
+			case <-t.C:
+				st := peer.Stats()
+				mem.Observe(st.StreamsOpen + st.AssociationsOpen)
+			}
+		}
+	}()
+	defer func() { stopMem(); <-memDone }()
+
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	select {
