@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tetherd/tetherd/daemon"
 	"github.com/tetherd/tetherd/transport"
@@ -240,4 +242,20 @@ func (p *peerConn) dialAddrs(ctx context.Context, _, addr string) (net.Conn, err
 		firstErr = errors.New("the peer's name resolved to no address")
 	}
 	return nil, firstErr
+}
+
+// drainEvents hands dev to a goroutine that drains its event channel, which nobody else
+// reads (wireguard's listeners block once its small buffer is full); the channel is
+// closed with the device, which ends the goroutine. The returned func closes dev (a
+// no-op if the client closed it already) and waits for that goroutine.
+func drainEvents(dev tun.Device) (closeDev func()) {
+	var events sync.WaitGroup
+	events.Go(func() {
+		for range dev.Events() {
+		}
+	})
+	return func() {
+		dev.Close()
+		events.Wait()
+	}
 }

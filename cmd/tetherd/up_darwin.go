@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -84,18 +83,7 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return fmt.Errorf("create utun (tun.name %s): %w", cfg.TUN.Name, err)
 	}
-	// The device reports link events on a channel that nobody else reads: drain it,
-	// or its goroutine blocks once the buffer is full. The channel is closed after
-	// the device is, which ends this goroutine.
-	var events sync.WaitGroup
-	events.Go(func() {
-		for range dev.Events() {
-		}
-	})
-	defer func() {
-		dev.Close() // a no-op if the client closed it already
-		events.Wait()
-	}()
+	defer drainEvents(dev)()
 	name, err := dev.Name()
 	if err != nil {
 		return err

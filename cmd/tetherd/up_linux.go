@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun"
@@ -50,18 +49,7 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	if err != nil {
 		return fmt.Errorf("create TUN %s: %w", cfg.TUN.Name, err)
 	}
-	// The device reports link events on a channel nobody else reads: drain it, or
-	// wireguard's netlink listener blocks once its buffer is full. The channel is
-	// closed when the device is, which ends this goroutine.
-	var events sync.WaitGroup
-	events.Go(func() {
-		for range dev.Events() {
-		}
-	})
-	defer func() {
-		dev.Close() // a no-op if the client closed it already
-		events.Wait()
-	}()
+	defer drainEvents(dev)()
 	name, err := dev.Name()
 	if err != nil {
 		return err
