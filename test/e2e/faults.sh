@@ -176,54 +176,18 @@ status_field() {
 		grep -oE "\"$1\":[^,}]*" | head -n1 | cut -d: -f2 | tr -d ' "'
 }
 
-# ---- nftables leak counter on LAPTOP's lan0 (as in tunnel.sh) ------------------------
-
-leak_setup() {
-	ip netns exec "$LAPTOP" nft -f - <<EOF
-table inet tt_leak {
-	counter leak { }
-	counter tunnel { }
-	counter linklocal { }
-	set leaked4 { type ipv4_addr . inet_proto . inet_service; flags dynamic; size 1024; }
-	set leaked6 { type ipv6_addr . inet_proto . inet_service; flags dynamic; size 1024; }
-	chain post {
-		type filter hook postrouting priority 0; policy accept;
-		oifname != "lan0" return
-		ip daddr $TT_PHONE_LAN_IP4 tcp dport $TT_SERVE_PORT counter name "tunnel" return
-		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } counter name "linklocal" return
-		meta nfproto ipv4 add @leaked4 { ip daddr . meta l4proto . th dport }
-		meta nfproto ipv6 add @leaked6 { ip6 daddr . meta l4proto . th dport }
-		counter name "leak"
-	}
-}
-EOF
-}
-
-leak_packets() {
-	ip netns exec "$LAPTOP" nft list counter inet tt_leak "$1" | awk '/packets/ {for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1)}'
-}
-
-leak_reset() {
-	ip netns exec "$LAPTOP" nft reset counters table inet tt_leak >/dev/null
-	ip netns exec "$LAPTOP" nft flush set inet tt_leak leaked4
-	ip netns exec "$LAPTOP" nft flush set inet tt_leak leaked6
-}
-
-leak_show_sets() {
-	ip netns exec "$LAPTOP" nft list set inet tt_leak leaked4 | sed -n '/elements/,/}/p'
-	ip netns exec "$LAPTOP" nft list set inet tt_leak leaked6 | sed -n '/elements/,/}/p'
-}
+# ---- nftables leak counter on LAPTOP's lan0 (tt_leak_* in lib.sh) -------------------
 
 # leak_report LABEL: print the counters; fail when anything leaked.
 leak_report() {
 	local leak tunnel ll
-	leak=$(leak_packets leak)
-	tunnel=$(leak_packets tunnel)
-	ll=$(leak_packets linklocal)
+	leak=$(tt_leak_packets leak)
+	tunnel=$(tt_leak_packets tunnel)
+	ll=$(tt_leak_packets linklocal)
 	echo "$1: outside the tunnel $leak packets; the tunnel's own connection $tunnel; ND/MLD $ll"
 	if [ "${leak:-1}" -ne 0 ]; then
 		echo "leaked destinations (address . protocol . port):"
-		leak_show_sets
+		tt_leak_show_sets
 		return 1
 	fi
 }
@@ -473,7 +437,7 @@ check_no_leak_during_faults() {
 # unreachable destinations): nothing may leave lan0 outside the tunnel.
 check_leaks() {
 	need_up || return 1
-	leak_reset
+	tt_leak_reset
 	local i q="$WORK/dig-batch" answered rc=0 b pids=()
 	: >"$q"
 	for ((i = 0; i < 1000; i++)); do
@@ -503,7 +467,7 @@ check_leaks() {
 	in_laptop "$TT_INTERNETD" -flows-client "[$TT_INET_IP6]:80,[$TT_INET_IP6]:81,[2001:db8:100::99]:80,[2001:db8:ffff::1]:443" \
 		-proto connect -flows 1000 -concurrency 100 -flow-timeout 1s -timeout 120s || rc=1
 	leak_report "over the 3,000 attempts" || rc=1
-	[ "$(leak_packets tunnel)" -gt 0 ] || { echo "the tunnel's packets were not counted: the counter setup is wrong"; rc=1; }
+	[ "$(tt_leak_packets tunnel)" -gt 0 ] || { echo "the tunnel's packets were not counted: the counter setup is wrong"; rc=1; }
 	return "$rc"
 }
 
@@ -906,9 +870,9 @@ FLOWS_DRAIN_S=$([ "$SOAK" = 1 ] && echo 180 || echo 150)
 # Before up: pings to the phone's own address do not go into the tunnel, and the leak
 # counter would count them.
 check "relay self-test: ping RTT through MIDDLE grows by 20 ms with delay=10ms each way" check_relay_selftest
-leak_setup
+tt_leak_setup
 tt_snapshot "$LAPTOP" "$WORK/baseline"
-leak_reset
+tt_leak_reset
 
 if start_up up1; then
 	echo "# tetherd up is up (pid $TT_UP_PID); keepalive 1s, keepalive_timeout ${KEEPALIVE_TIMEOUT_S}s on both sides; metrics: $([ "$HAVE_METRICS" = 1 ] && echo yes || echo no)"
@@ -929,7 +893,7 @@ check "SIGTERM: up exits, identical to the baseline" check_sigterm_restores
 check "SIGKILL of up at random moments, $KILLS times: restored byte-identical each time" check_sigkill_loop
 check "resolv.conf cut short by a SIGKILL mid-rewrite (made on purpose): tetherd down restores the original" check_resolvconf_cut_short
 if start_up up-flap; then
-	leak_reset
+	tt_leak_reset
 	check "link flap: lan0 down 10 s, up: reconnected at once on the netlink event" check_link_flap
 	check "address change: reconnected from the new address, and back" check_address_change
 	check "no packet left lan0 outside the tunnel during the flap and address changes" check_no_leak_during_flaps

@@ -731,3 +731,44 @@ tt_impair_stop() {
 	[ -n "$TT_IMPAIR_TPID" ] && tt_stop "$TT_IMPAIR_TPID" 5
 	TT_IMPAIR_PID=""
 }
+
+# ---- nftables leak counter on LAPTOP's lan0 (tunnel.sh, faults.sh) ----------------
+# tt_leak_setup counts, in LAPTOP only, every packet leaving lan0 except the tunnel's
+# own connection to the phone ("tunnel") and IPv6 neighbour/MLD traffic
+# ("linklocal"): what remains ("leak") went around the tunnel; the sets keep where to.
+tt_leak_setup() {
+	ip netns exec "$LAPTOP" nft -f - <<EOF
+table inet tt_leak {
+	counter leak { }
+	counter tunnel { }
+	counter linklocal { }
+	set leaked4 { type ipv4_addr . inet_proto . inet_service; flags dynamic; size 1024; }
+	set leaked6 { type ipv6_addr . inet_proto . inet_service; flags dynamic; size 1024; }
+	chain post {
+		type filter hook postrouting priority 0; policy accept;
+		oifname != "lan0" return
+		ip daddr $TT_PHONE_LAN_IP4 tcp dport $TT_SERVE_PORT counter name "tunnel" return
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } counter name "linklocal" return
+		meta nfproto ipv4 add @leaked4 { ip daddr . meta l4proto . th dport }
+		meta nfproto ipv6 add @leaked6 { ip6 daddr . meta l4proto . th dport }
+		counter name "leak"
+	}
+}
+EOF
+}
+
+# tt_leak_packets NAME: packets counted by the named counter.
+tt_leak_packets() {
+	ip netns exec "$LAPTOP" nft list counter inet tt_leak "$1" | awk '/packets/ {for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1)}'
+}
+
+tt_leak_reset() {
+	ip netns exec "$LAPTOP" nft reset counters table inet tt_leak >/dev/null
+	ip netns exec "$LAPTOP" nft flush set inet tt_leak leaked4
+	ip netns exec "$LAPTOP" nft flush set inet tt_leak leaked6
+}
+
+tt_leak_show_sets() {
+	ip netns exec "$LAPTOP" nft list set inet tt_leak leaked4 | sed -n '/elements/,/}/p'
+	ip netns exec "$LAPTOP" nft list set inet tt_leak leaked6 | sed -n '/elements/,/}/p'
+}

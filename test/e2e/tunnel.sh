@@ -67,47 +67,6 @@ need_up() {
 # in_laptop CMD...: run CMD in LAPTOP.
 in_laptop() { ip netns exec "$LAPTOP" "$@"; }
 
-# ---- nftables leak counter, in LAPTOP only ----------------------------------------
-
-PEER_PORT=$TT_SERVE_PORT
-
-leak_setup() {
-	ip netns exec "$LAPTOP" nft -f - <<EOF
-table inet tt_leak {
-	counter leak { }
-	counter tunnel { }
-	counter linklocal { }
-	set leaked4 { type ipv4_addr . inet_proto . inet_service; flags dynamic; size 1024; }
-	set leaked6 { type ipv6_addr . inet_proto . inet_service; flags dynamic; size 1024; }
-	chain post {
-		type filter hook postrouting priority 0; policy accept;
-		oifname != "lan0" return
-		ip daddr $TT_PHONE_LAN_IP4 tcp dport $PEER_PORT counter name "tunnel" return
-		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } counter name "linklocal" return
-		meta nfproto ipv4 add @leaked4 { ip daddr . meta l4proto . th dport }
-		meta nfproto ipv6 add @leaked6 { ip6 daddr . meta l4proto . th dport }
-		counter name "leak"
-	}
-}
-EOF
-}
-
-# leak_packets NAME: packets counted by the named counter.
-leak_packets() {
-	ip netns exec "$LAPTOP" nft list counter inet tt_leak "$1" | awk '/packets/ {for (i = 1; i < NF; i++) if ($i == "packets") print $(i + 1)}'
-}
-
-leak_reset() {
-	ip netns exec "$LAPTOP" nft reset counters table inet tt_leak >/dev/null
-	ip netns exec "$LAPTOP" nft flush set inet tt_leak leaked4
-	ip netns exec "$LAPTOP" nft flush set inet tt_leak leaked6
-}
-
-leak_show_sets() {
-	ip netns exec "$LAPTOP" nft list set inet tt_leak leaked4 | sed -n '/elements/,/}/p'
-	ip netns exec "$LAPTOP" nft list set inet tt_leak leaked6 | sed -n '/elements/,/}/p'
-}
-
 # ---- checks ------------------------------------------------------------------------
 
 # Before up: the internet is unreachable from LAPTOP, and the leak counter sees the
@@ -123,7 +82,7 @@ check_no_way_out() {
 		rc=1
 	fi
 	local n
-	n=$(leak_packets leak)
+	n=$(tt_leak_packets leak)
 	if [ "${n:-0}" -lt 2 ]; then
 		echo "the leak counter saw $n packets of these attempts: it does not work"
 		rc=1
@@ -489,13 +448,13 @@ check_up_recovers_stale_journal() {
 check_lan_dns_not_leaked() {
 	need_up || return 1
 	local before after out
-	before=$(leak_packets leak)
+	before=$(tt_leak_packets leak)
 	out=$(in_laptop dig +time=1 +tries=1 internet.test "@$TT_PHONE_LAN_IP4" 2>&1 | grep -E 'status:|timed out|refused|^[^;].*IN' | head -n 3) || true
 	in_laptop dig +tcp +time=1 +tries=1 internet.test "@$TT_PHONE_LAN_IP4" >/dev/null 2>&1 || true
-	after=$(leak_packets leak)
+	after=$(tt_leak_packets leak)
 	echo "dig @$TT_PHONE_LAN_IP4 (UDP and TCP): ${out:-no output}; leak counter $before -> $after"
 	if [ "$after" != "$before" ]; then
-		leak_show_sets
+		tt_leak_show_sets
 		return 1
 	fi
 }
@@ -503,9 +462,9 @@ check_lan_dns_not_leaked() {
 check_no_leak() {
 	need_up || return 1
 	local leak tunnel ll
-	leak=$(leak_packets leak)
-	tunnel=$(leak_packets tunnel)
-	ll=$(leak_packets linklocal)
+	leak=$(tt_leak_packets leak)
+	tunnel=$(tt_leak_packets tunnel)
+	ll=$(tt_leak_packets linklocal)
 	echo "outside the tunnel: $leak packets; tunnel connection: $tunnel packets; ND/MLD: $ll"
 	if [ "${tunnel:-0}" -eq 0 ]; then
 		echo "the tunnel's own packets were not counted: the counter setup is wrong"
@@ -513,7 +472,7 @@ check_no_leak() {
 	fi
 	if [ "${leak:-1}" -ne 0 ]; then
 		echo "leaked destinations (address . protocol . port):"
-		leak_show_sets
+		tt_leak_show_sets
 		return 1
 	fi
 }
@@ -662,10 +621,10 @@ tt_write_up_config "$CFG" "$(printf 'metrics:\n  listen: 127.0.0.1:9470')"
 tt_write_up_config "$CFG_PEER" "peer: \"$TT_URI\""
 head -c $((32 << 20)) /dev/urandom >"$WORK/upload.bin"
 
-leak_setup
+tt_leak_setup
 check "before up: LAPTOP cannot reach the internet (phone does not forward)" check_no_way_out
 tt_snapshot "$LAPTOP" "$WORK/baseline"
-leak_reset
+tt_leak_reset
 
 check "tetherd up URI --config: 'tunnel is up' within 20 s" check_up_starts
 check "routing: rules 7170-7172 and table 7170 into tether0" check_routing_installed
