@@ -226,14 +226,8 @@ func (s *Server) Flows() []flowtab.Info { return s.table().List() }
 
 // Stats returns the proxy's counters.
 func (s *Server) Stats() Stats {
-	var st Stats
-	for _, f := range s.table().List() {
-		if f.Proto == "udp" {
-			st.UDPActive++
-		} else {
-			st.TCPActive++
-		}
-	}
+	tab := s.table()
+	st := Stats{TCPActive: tab.Count("tcp"), UDPActive: tab.Count("udp")}
 	st.TCPTotal = s.tcpTotal.Load()
 	st.UDPTotal = s.udpTotal.Load()
 	st.TCPFailed = s.tcpFailed.Load()

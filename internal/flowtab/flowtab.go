@@ -123,6 +123,19 @@ func (t *Table) Len() int {
 	return len(t.m)
 }
 
+// Count returns how many open flows have the protocol proto.
+func (t *Table) Count(proto string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, f := range t.m {
+		if f.proto == proto {
+			n++
+		}
+	}
+	return n
+}
+
 // List returns the open flows ordered by id (oldest first).
 func (t *Table) List() []Info {
 	t.mu.Lock()

@@ -27,6 +27,9 @@ func TestTableLifecycle(t *testing.T) {
 	a.AddOut(10)
 	a.AddIn(7)
 	a.AddIn(-1) // ignored
+	if tab.Count("tcp") != 2 || tab.Count("udp") != 0 {
+		t.Fatalf("Count: %d tcp, %d udp", tab.Count("tcp"), tab.Count("udp"))
+	}
 	list := tab.List()
 	if len(list) != 2 || list[0].ID != a.ID() || list[1].ID != b.ID() {
 		t.Fatalf("List not ordered by id: %+v", list)
