@@ -32,7 +32,8 @@ import (
 //     the TCP segments of a batch into GSO super-packets (GRO on write), one write
 //     call each, which the kernel delivers to the application as one. The queue is
 //     bounded; a full queue blocks the writer in gVisor (the TCP sender) until the
-//     device caught up: backpressure, not drops.
+//     device caught up: backpressure, not drops. A lone small packet on an idle link
+//     skips the queue and is written by gVisor's goroutine itself (latency).
 
 // tunOffset is the headroom every buffer handed to the tun.Device has: Linux needs room
 // for the virtio-net header when offloads are on, macOS for the 4-byte family header.
@@ -70,6 +71,11 @@ type linkEndpoint struct {
 	queue   []*stack.PacketBuffer
 	spare   []*stack.PacketBuffer // the slice writeLoop hands back, reused
 	qclosed bool
+	// writing is set while a batch is being written: by writeLoop, or by
+	// WritePackets itself for a lone small packet that finds the queue empty (see
+	// there). The holder owns one, the buffer slice for that lone packet.
+	writing bool
+	one     [][]byte
 	work    *sync.Cond // writeLoop waits for packets
 	space   *sync.Cond // WritePackets waits for room
 
@@ -268,8 +274,16 @@ func newPacketBuffer(payload buffer.Buffer, first byte) *stack.PacketBuffer {
 	return pb
 }
 
+// inlineWriteMax is the largest packet WritePackets writes to the device itself.
+const inlineWriteMax = 512
+
 // WritePackets queues gVisor's outbound packets for writeLoop. It blocks while the
 // queue is full, and fails once the device is closed.
+//
+// A lone small packet that finds nothing queued and nothing being written (an
+// interactive reply, an ACK) is written at once by the caller: handing it to
+// writeLoop would cost a goroutine wake-up, a large part of a round trip's latency
+// (docs/performance.md). Bulk transfers come in lists and keep being batched.
 func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	list := pkts.AsSlice()
 	e.qmu.Lock()
@@ -279,6 +293,12 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 	if e.qclosed {
 		e.qmu.Unlock()
 		return 0, &tcpip.ErrClosedForSend{}
+	}
+	if len(list) == 1 && len(e.queue) == 0 && !e.writing && list[0].Size() <= inlineWriteMax {
+		e.writing = true
+		e.qmu.Unlock()
+		e.writeInline(list[0])
+		return 1, nil
 	}
 	wasEmpty := len(e.queue) == 0
 	for _, pkt := range list {
@@ -291,6 +311,33 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 	return len(list), nil
 }
 
+// writeInline writes pkt to the device; the caller set writing.
+func (e *linkEndpoint) writeInline(pkt *stack.PacketBuffer) {
+	bp := e.bufPool.Get().(*[]byte)
+	b := (*bp)[:tunOffset]
+	for _, s := range pkt.AsSlices() {
+		b = append(b, s...)
+	}
+	e.one = append(e.one[:0], b)
+	_, err := e.dev.Write(e.one, tunOffset)
+	e.one[0] = nil
+	e.bufPool.Put(bp)
+	e.qmu.Lock()
+	e.writing = false
+	more := len(e.queue) > 0
+	e.qmu.Unlock()
+	if more {
+		e.work.Signal()
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			e.closeQueue()
+			return
+		}
+		e.log.Debug("tun write", zap.Error(err))
+	}
+}
+
 // writeLoop writes the queued packets to the device, up to maxWriteBatch per call.
 func (e *linkEndpoint) writeLoop() {
 	defer e.wg.Done()
@@ -301,7 +348,7 @@ func (e *linkEndpoint) writeLoop() {
 	)
 	for {
 		e.qmu.Lock()
-		for len(e.queue) == 0 && !e.qclosed {
+		for (len(e.queue) == 0 || e.writing) && !e.qclosed {
 			e.work.Wait()
 		}
 		if e.qclosed {
@@ -322,6 +369,7 @@ func (e *linkEndpoint) writeLoop() {
 			e.queue = e.queue[:n]
 		}
 		e.spare = nil
+		e.writing = true
 		e.qmu.Unlock()
 		e.space.Broadcast()
 
@@ -337,11 +385,11 @@ func (e *linkEndpoint) writeLoop() {
 			bufs = append(bufs, b)
 		}
 		clear(batch)
+		_, err := e.dev.Write(bufs, tunOffset)
 		e.qmu.Lock()
 		e.spare = batch[:0]
+		e.writing = false
 		e.qmu.Unlock()
-
-		_, err := e.dev.Write(bufs, tunOffset)
 		for _, bp := range held {
 			e.bufPool.Put(bp)
 		}

@@ -96,3 +96,28 @@ func BenchmarkRelayDownload(b *testing.B) {
 		b.Fatalf("application got %d bytes (%v), want %d", n, err, int64(b.N)*relayChunk)
 	}
 }
+
+// BenchmarkRelayPingPong sends 64 bytes through the relay to an echo destination and
+// waits for them to come back, b.N times on one connection: ns/op is the round trip
+// through both stacks.
+func BenchmarkRelayPingPong(b *testing.B) {
+	_, dial := relayRig(b, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+	})
+	c, err := dial()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

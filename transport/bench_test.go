@@ -154,3 +154,30 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// runPingPong sends 64 bytes and waits for them to come back, b.N times, on one
+// connection to an echo destination: ns/op is the round trip.
+func runPingPong(b *testing.B, open func(wire.Addr) (net.Conn, error)) {
+	dst := listen(b, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+	})
+	c, err := open(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRawTCPPingPong(b *testing.B) { runPingPong(b, rawOpen) }
+func BenchmarkStreamPingPong(b *testing.B) { runPingPong(b, tunnelOpen(b, benchHarness(b))) }

@@ -87,6 +87,12 @@ type session struct {
 	lastDataOK     bool
 	lastDataAt     int
 	lastDataStream uint32
+	// writing is set while one goroutine writes a round to the WebSocket: writeLoop,
+	// or a stream writer sending a small frame itself (see queueData). The holder
+	// owns spare, the buffers of the previous round, for the next.
+	writing   bool
+	sparePri  []byte
+	spareData []byte
 
 	// openMu makes taking a new id and queueing its OPEN one step (client side), so
 	// that OPENs leave in increasing id order as the peer requires. Taken before mu

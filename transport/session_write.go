@@ -68,7 +68,13 @@ func (s *session) queueDgram(stream uint32, a wire.Addr, p []byte) error {
 
 // queueData appends a DATA frame (and, with reset, a RESET after it) to the data queue,
 // waiting while the queue is full. cancel and expired abort the wait.
-func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset, cancel <-chan struct{}, expired <-chan struct{}) error {
+//
+// With mayWrite (the caller is a stream writer, which may block), a small frame that
+// finds the writer idle and the queues empty is written by the caller itself: an
+// interactive exchange then skips one goroutine hand-off per message on each side,
+// which on a 2-core machine is most of a round trip's cost (docs/performance.md).
+// Bulk writes keep going through writeLoop, which overlaps writing with reading.
+func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset, cancel <-chan struct{}, expired <-chan struct{}, mayWrite bool) error {
 	need := len(p) + wire.HeaderLen
 	for {
 		s.wmu.Lock()
@@ -96,9 +102,23 @@ func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset
 					s.lastDataOK = false
 				}
 			}
+			inline := mayWrite && len(p) <= inlineWriteMax && !s.writing &&
+				len(s.pri) == 0 && len(s.data) <= need
+			var pri, data []byte
+			if inline {
+				pri, data = s.takeLocked()
+			}
 			s.wmu.Unlock()
 			s.bytesSent.Add(uint64(len(p)))
-			s.wake.signal()
+			if !inline {
+				s.wake.signal()
+				return nil
+			}
+			if err := s.writeRound(pri, data); err != nil {
+				s.writeFailed(err)
+				return ErrSessionClosed
+			}
+			s.release(pri, data)
 			return nil
 		}
 		space := s.space
@@ -127,10 +147,71 @@ func (s *session) canExtendLocked(stream uint32, n int, fin bool, reset *wire.Re
 		int(binary.BigEndian.Uint32(s.data[s.lastDataAt+6:])) == cur
 }
 
+// inlineWriteMax is the largest DATA payload a stream writer may write itself.
+const inlineWriteMax = 4 << 10
+
+// takeLocked makes the caller the writer and hands it the queued frames, leaving the
+// spare buffers in their place. wmu is held and writing was false.
+func (s *session) takeLocked() (pri, data []byte) {
+	s.writing = true
+	pri, s.pri = s.pri, s.sparePri[:0]
+	data, s.data = s.data, s.spareData[:0]
+	s.sparePri, s.spareData = nil, nil
+	s.lastDataOK = false
+	s.dgramBytes = 0
+	close(s.space)
+	s.space = make(chan struct{})
+	return pri, data
+}
+
+// release ends a round: the buffers become the spares (unless one burst made them
+// large: do not pin that for the session's lifetime), and writeLoop is woken when
+// frames queued meanwhile or the session ended.
+func (s *session) release(pri, data []byte) {
+	if cap(pri) > 1<<20 {
+		pri = nil
+	}
+	if cap(data) > 2*s.cfg.WriteBuffer {
+		data = nil
+	}
+	s.wmu.Lock()
+	s.writing = false
+	s.sparePri, s.spareData = pri[:0], data[:0]
+	more := len(s.pri) > 0 || len(s.data) > 0 || isClosed(s.done)
+	s.wmu.Unlock()
+	if more {
+		s.wake.signal()
+	}
+}
+
+// writeRound writes the control frames, then the data frames, as one corked round.
+func (s *session) writeRound(pri, data []byte) error {
+	if s.cork != nil {
+		s.cork.Cork()
+	}
+	err := s.writeFrames(pri)
+	if err == nil {
+		err = s.writeFrames(data)
+	}
+	if s.cork != nil {
+		if ferr := s.cork.Flush(); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// writeFailed ends the session after a failed write. The writing flag stays set, so
+// nothing else writes to the broken connection, and writeLoop ends with ctx.
+func (s *session) writeFailed(err error) {
+	s.shutdown(&SessionError{Reason: "write", Err: err})
+	_ = s.conn.CloseNow()
+	s.cancel()
+}
+
 func (s *session) writeLoop() {
 	defer s.wg.Done()
 	defer s.cancel()
-	var pri, data []byte
 	for {
 		select {
 		case <-s.wake:
@@ -138,32 +219,20 @@ func (s *session) writeLoop() {
 			return
 		}
 		s.wmu.Lock()
-		pri, s.pri = s.pri, pri[:0]
-		data, s.data = s.data, data[:0]
-		s.lastDataOK = false
-		s.dgramBytes = 0
-		close(s.space)
-		s.space = make(chan struct{})
+		if s.writing {
+			// A stream writer is writing a round itself; it wakes us when it is done
+			// and there is more.
+			s.wmu.Unlock()
+			continue
+		}
+		pri, data := s.takeLocked()
 		s.wmu.Unlock()
 		ending := isClosed(s.done)
 		if ending && s.err != nil {
-			pri, data = nil, nil // an aborted session sends nothing more but the close
+			pri, data = pri[:0], data[:0] // an aborted session sends nothing more but the close
 		}
-		if s.cork != nil {
-			s.cork.Cork()
-		}
-		err := s.writeFrames(pri)
-		if err == nil {
-			err = s.writeFrames(data)
-		}
-		if s.cork != nil {
-			if ferr := s.cork.Flush(); err == nil {
-				err = ferr
-			}
-		}
-		if err != nil {
-			s.shutdown(&SessionError{Reason: "write", Err: err})
-			_ = s.conn.CloseNow()
+		if err := s.writeRound(pri, data); err != nil {
+			s.writeFailed(err)
 			return
 		}
 		if ending {
@@ -171,13 +240,7 @@ func (s *session) writeLoop() {
 			_ = s.conn.Close(code, reason)
 			return
 		}
-		// Do not let one burst pin a large buffer for the session's lifetime.
-		if cap(pri) > 1<<20 {
-			pri = nil
-		}
-		if cap(data) > 2*s.cfg.WriteBuffer {
-			data = nil
-		}
+		s.release(pri, data)
 	}
 }
 

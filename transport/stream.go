@@ -376,7 +376,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 		n := int(min(int64(len(p)), st.sendCredit, int64(st.s.peerMaxFrame)))
 		st.sendCredit -= int64(n)
 		st.mu.Unlock()
-		if err := st.s.queueData(st.sid, p[:n], false, nil, st.closeCh, st.wd.wait()); err != nil {
+		if err := st.s.queueData(st.sid, p[:n], false, nil, st.closeCh, st.wd.wait(), true); err != nil {
 			st.mu.Lock()
 			st.sendCredit += int64(n)
 			st.mu.Unlock()
@@ -425,7 +425,7 @@ func (st *Stream) CloseWrite() error {
 	st.finSent = true
 	done := st.finRecv
 	st.mu.Unlock()
-	err := st.s.queueData(st.sid, nil, true, nil, st.closeCh, nil)
+	err := st.s.queueData(st.sid, nil, true, nil, st.closeCh, nil, false)
 	if done {
 		st.removeFromTable()
 	}
@@ -491,7 +491,7 @@ func (st *Stream) Close() error {
 			r = &wire.Reset{Code: wire.CodeCanceled, Reason: "closed by application"}
 		}
 		st.wmu.Lock() // after a Write in progress has queued its last chunk
-		_ = st.s.queueData(st.sid, nil, needFIN, r, nil, nil)
+		_ = st.s.queueData(st.sid, nil, needFIN, r, nil, nil, false)
 		st.wmu.Unlock()
 	}
 	st.removeFromTable()
