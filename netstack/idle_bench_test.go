@@ -16,16 +16,24 @@ import (
 
 // BenchmarkIdleTCPFlows opens 2,000 TCP flows through the stack, exchanges one byte
 // on each and leaves them idle, then reports heap+stacks per flow. The figure
-// includes the application's own gVisor stack and the loopback echo server's
-// goroutines, so it is an upper bound of the stack's share.
+// includes the application's own gVisor stack, so it is an upper bound of the
+// stack's share. remote=tcp: the remotes are loopback TCP connections to an echo
+// server (whose goroutines count too), relayed with a goroutine for the downstream
+// direction; remote=drainer: in-memory remotes with readiness callbacks, like the
+// transport's streams, relayed without goroutines.
 //
 //	go test -run '^$' -bench IdleTCPFlows -benchtime 1x ./netstack/
 func BenchmarkIdleTCPFlows(b *testing.B) {
-	const n = 2000
 	echo := testnet.ServeTCP(b, func(c net.Conn) { defer c.Close(); io.Copy(c, c) }).String()
+	b.Run("remote=tcp", func(b *testing.B) { benchIdleTCPFlows(b, &fakeHandler{tcpTarget: to(echo)}) })
+	b.Run("remote=drainer", func(b *testing.B) { benchIdleTCPFlows(b, &drainHandler{}) })
+}
+
+func benchIdleTCPFlows(b *testing.B, h Handler) {
+	const n = 2000
 	for range b.N {
 		dev, app := tuntest.Pair(b, appV4, appV6)
-		st, err := New(dev, &fakeHandler{tcpTarget: to(echo)}, Options{Logger: zap.NewNop()})
+		st, err := New(dev, h, Options{Logger: zap.NewNop()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -217,6 +217,18 @@ func (s *Stack) Stats() Stats {
 	}
 }
 
+// addFlow counts a flow that ends by itself (it calls s.wg.Done) in what Close waits
+// for, unless the stack is closing.
+func (s *Stack) addFlow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
 // goFlow runs f as a flow goroutine owned by the stack, unless the stack is closing.
 func (s *Stack) goFlow(f func()) bool {
 	s.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/tetherd/tetherd/internal/flowtab"
+	"github.com/tetherd/tetherd/internal/pump"
 )
 
 // handleTCP runs for every new SYN (gVisor's forwarder starts it in a goroutine of its
@@ -50,57 +51,168 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	r.Complete(false)
 	s.tcpTotal.Add(1)
-	local := gonet.NewTCPConn(&wq, ep)
 	f.Open()
 	log.Debug("tcp flow open", zap.Stringer("src", src), zap.Stringer("dst", dst))
-	if !s.goFlow(func() { s.relayTCP(local, ep, &wq, conn, f, log) }) {
+	if !s.addFlow() {
 		f.Close()
 		ep.Abort()
 		abortConn(conn)
+		return
+	}
+	s.tcpActive.Add(1)
+	fl := &tcpFlow{s: s, local: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq, remote: conn, f: f, log: log, left: 2}
+	fl.start()
+}
+
+// Drainer is implemented by connections a Handler's DialTCP may return that can tell
+// when they have something to read (transport.Stream does). With one, the relay holds
+// no goroutine while the flow is idle in either direction.
+type Drainer interface {
+	// OnReadable sets a callback, which must not block, for whenever DrainTo may
+	// make progress; nil removes it.
+	OnReadable(f func())
+	// DrainTo writes what is ready to w without waiting: nil when it wrote it all
+	// and the connection goes on, io.EOF after the other side's FIN, or an error.
+	DrainTo(w io.Writer) (int64, error)
+}
+
+// tcpFlow relays one TCP flow both ways until both directions finished: a FIN is
+// passed on as a half-close, a reset as a reset. Each direction is a pump (see
+// internal/pump) that runs only while there are bytes to move: the application's
+// side is kicked by gVisor's waiter queue, the remote's by its OnReadable callback
+// (remotes without one get a goroutine of their own for that direction). An idle
+// flow thus costs its gVisor endpoint and a few small structures, no goroutine stack.
+type tcpFlow struct {
+	s      *Stack
+	local  *gonet.TCPConn // the application's side, for writing
+	ep     tcpip.Endpoint // the same, for reading straight from its receive queue
+	wq     *waiter.Queue
+	remote net.Conn
+	f      *flowtab.Flow
+	log    *zap.Logger
+	entry  waiter.Entry // kicks the upstream pump when the application sent something
+
+	mu             sync.Mutex
+	left           int // directions not finished
+	upErr, downErr error
+}
+
+func (fl *tcpFlow) start() {
+	up := pump.New(fl.pumpUp, fl.finishOne)
+	fl.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { up.Kick() })
+	fl.wq.EventRegister(&fl.entry)
+	var down *pump.Pump
+	if d, ok := fl.remote.(Drainer); ok {
+		down = pump.New(func() bool { return fl.pumpDown(d) }, fl.finishOne)
+		d.OnReadable(down.Kick)
+	} else {
+		// One pass that blocks until the end: a goroutine for the flow's life.
+		down = pump.New(fl.copyDown, fl.finishOne)
+	}
+	up.Kick() // what arrived before the entry was registered
+	down.Kick()
+}
+
+// pumpUp moves what the application sent to the remote, straight from the endpoint's
+// receive queue (bytes copied once, into the stream's frame). It returns true once
+// the application half-closed (remote half-closed too) or the connection failed
+// (remote aborted).
+func (fl *tcpFlow) pumpUp() bool {
+	w := flowtab.Writer{W: fl.remote, Add: fl.f.AddOut}
+	for {
+		res, terr := fl.ep.Read(w, tcpip.ReadOptions{})
+		if res.Count > 0 {
+			fl.ep.ModerateRecvBuf(res.Count) // receive-buffer auto-tuning, as gonet does
+		}
+		var err error
+		switch terr.(type) {
+		case nil:
+			continue
+		case *tcpip.ErrWouldBlock:
+			return false
+		case *tcpip.ErrClosedForReceive:
+		default:
+			err = tcpipError{terr}
+		}
+		if err == nil {
+			if cw, ok := fl.remote.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		} else {
+			abortConn(fl.remote)
+		}
+		fl.mu.Lock()
+		fl.upErr = err
+		fl.mu.Unlock()
+		return true
 	}
 }
 
-// relayTCP copies both ways until both directions finished: a FIN is passed on as a
-// half-close, a reset as a reset.
-func (s *Stack) relayTCP(local *gonet.TCPConn, ep tcpip.Endpoint, wq *waiter.Queue, remote net.Conn, f *flowtab.Flow, log *zap.Logger) {
-	s.tcpActive.Add(1)
-	defer s.tcpActive.Add(-1)
-	defer f.Close()
-	var wg sync.WaitGroup
-	var downErr error
-	wg.Add(1)
-	go func() { // remote → application
-		defer wg.Done()
-		// Counting on the writer side keeps remote's WriteTo, when it has one.
-		_, downErr = io.Copy(flowtab.Writer{W: local, Add: f.AddIn}, remote)
-		if downErr == nil {
-			_ = local.CloseWrite()
-			return
-		}
-		ep.Abort() // RST to the application: truncation must not look like success
-	}()
-	upErr := copyFromEndpoint(flowtab.Writer{W: remote, Add: f.AddOut}, ep, wq)
-	if upErr == nil {
-		if cw, ok := remote.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
-	} else {
-		abortConn(remote)
+// pumpDown moves what the remote has ready to the application.
+func (fl *tcpFlow) pumpDown(d Drainer) bool {
+	_, err := d.DrainTo(flowtab.Writer{W: fl.local, Add: fl.f.AddIn})
+	switch {
+	case err == nil:
+		return false
+	case err == io.EOF:
+		err = nil
 	}
-	wg.Wait()
-	_ = local.Close()
-	_ = remote.Close()
-	if log.Core().Enabled(zap.DebugLevel) {
-		out, in := f.Bytes()
-		fields := []zap.Field{zap.Uint64("bytes_out", out), zap.Uint64("bytes_in", in), zap.Duration("age", f.Age())}
+	fl.endDown(err)
+	return true
+}
+
+// copyDown is pumpDown for remotes without readiness callbacks: it copies until the
+// end.
+func (fl *tcpFlow) copyDown() bool {
+	// Counting on the writer side keeps remote's WriteTo, when it has one.
+	_, err := io.Copy(flowtab.Writer{W: fl.local, Add: fl.f.AddIn}, fl.remote)
+	fl.endDown(err)
+	return true
+}
+
+// endDown passes the remote's end on to the application: a FIN, or a RST when the
+// remote failed (truncation must not look like success).
+func (fl *tcpFlow) endDown(err error) {
+	if err == nil {
+		_ = fl.local.CloseWrite()
+	} else {
+		fl.ep.Abort()
+	}
+	fl.mu.Lock()
+	fl.downErr = err
+	fl.mu.Unlock()
+}
+
+// finishOne runs when a direction finished; the second one closes the flow.
+func (fl *tcpFlow) finishOne() {
+	fl.mu.Lock()
+	fl.left--
+	last := fl.left == 0
+	upErr, downErr := fl.upErr, fl.downErr
+	fl.mu.Unlock()
+	if !last {
+		return
+	}
+	fl.wq.EventUnregister(&fl.entry)
+	if d, ok := fl.remote.(Drainer); ok {
+		d.OnReadable(nil)
+	}
+	_ = fl.local.Close()
+	_ = fl.remote.Close()
+	fl.f.Close()
+	fl.s.tcpActive.Add(-1)
+	if fl.log.Core().Enabled(zap.DebugLevel) {
+		out, in := fl.f.Bytes()
+		fields := []zap.Field{zap.Uint64("bytes_out", out), zap.Uint64("bytes_in", in), zap.Duration("age", fl.f.Age())}
 		if upErr != nil {
 			fields = append(fields, zap.NamedError("out_error", upErr))
 		}
 		if downErr != nil {
 			fields = append(fields, zap.NamedError("in_error", downErr))
 		}
-		log.Debug("tcp flow closed", fields...)
+		fl.log.Debug("tcp flow closed", fields...)
 	}
+	fl.s.wg.Done() // taken by addFlow
 }
 
 // abortConn resets conn if it can, else closes it.
@@ -109,29 +221,4 @@ func abortConn(c net.Conn) {
 		a.Abort()
 	}
 	_ = c.Close()
-}
-
-// copyFromEndpoint copies what the application sends into w until it half-closes
-// (nil) or the connection fails. It reads straight from the endpoint's receive queue
-// into w when the endpoint says it is readable: an idle flow holds no buffer, and
-// bytes are copied once (into the stream's frame) instead of twice.
-func copyFromEndpoint(w io.Writer, ep tcpip.Endpoint, wq *waiter.Queue) error {
-	entry, readable := waiter.NewChannelEntry(waiter.ReadableEvents)
-	wq.EventRegister(&entry)
-	defer wq.EventUnregister(&entry)
-	for {
-		res, err := ep.Read(w, tcpip.ReadOptions{})
-		if res.Count > 0 {
-			ep.ModerateRecvBuf(res.Count) // receive-buffer auto-tuning, as gonet does
-		}
-		switch err.(type) {
-		case nil:
-		case *tcpip.ErrWouldBlock:
-			<-readable // also signalled when the endpoint is closed or reset
-		case *tcpip.ErrClosedForReceive:
-			return nil
-		default:
-			return tcpipError{err}
-		}
-	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/internal/pump"
 	"github.com/tetherd/tetherd/transport/wire"
 )
 
@@ -425,20 +426,28 @@ func (srv *Server) serveTCP(s *session, st *Stream) {
 
 // relay copies between a stream and a TCP connection until both directions finished,
 // preserving half-close and turning an abort on either side into one on the other.
+//
+// The stream → conn direction runs only while the stream has data: a pump started by
+// the stream's OnReadable callback drains it and ends, so an idle flow keeps one
+// goroutine (this one, in the destination's Read), not two.
 func (srv *Server) relay(st *Stream, conn net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // stream → conn
-		defer wg.Done()
-		_, err := st.WriteTo(conn)
-		if err == nil {
+	down := make(chan struct{})
+	p := pump.New(func() bool {
+		_, err := st.DrainTo(conn)
+		switch {
+		case err == nil:
+			return false // everything buffered was written: wait for the next kick
+		case err == io.EOF:
 			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
-				return
+				return true
 			}
 		}
 		abort(conn)
-	}()
+		return true
+	}, func() { close(down) })
+	st.OnReadable(p.Kick)
+	p.Kick() // data that arrived before the dial finished
 	err := srv.copyToStream(st, conn)
 	switch {
 	case err == nil:
@@ -448,7 +457,8 @@ func (srv *Server) relay(st *Stream, conn net.Conn) {
 	default:
 		st.Reset(wire.CodeInternal, err.Error())
 	}
-	wg.Wait()
+	<-down
+	st.OnReadable(nil)
 	_ = st.Close()
 	_ = conn.Close()
 }

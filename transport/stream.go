@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetherd/tetherd/transport/wire"
@@ -52,6 +53,8 @@ type Stream struct {
 	writable notify
 	closeCh  chan struct{}
 	rd, wd   *deadline
+	// hook is the OnReadable callback, nil when none.
+	hook atomic.Pointer[func()]
 }
 
 var _ net.Conn = (*Stream)(nil)
@@ -122,7 +125,7 @@ func (st *Stream) onData(buf *[]byte, fin bool) {
 	}
 	done := st.finRecv && st.finSent
 	st.mu.Unlock()
-	st.readable.signal()
+	st.signalReadable()
 	if done {
 		st.removeFromTable()
 	}
@@ -166,7 +169,7 @@ func (st *Stream) onReset(r wire.Reset) {
 	}
 	st.failOpen(&StreamError{Code: r.Code, Reason: r.Reason, Remote: true, Open: true})
 	st.mu.Unlock()
-	st.readable.signal()
+	st.signalReadable()
 	st.writable.signal()
 	st.removeFromTable()
 }
@@ -179,7 +182,7 @@ func (st *Stream) fail(err error) {
 	st.failOpen(err)
 	st.removed = true
 	st.mu.Unlock()
-	st.readable.signal()
+	st.signalReadable()
 	st.writable.signal()
 }
 
@@ -238,9 +241,49 @@ func (st *Stream) Read(p []byte) (int, error) {
 	}
 }
 
+// signalReadable wakes a blocked Read or WriteTo and calls the OnReadable callback.
+func (st *Stream) signalReadable() {
+	st.readable.signal()
+	if f := st.hook.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// OnReadable sets f to be called whenever DrainTo may make progress: data or a FIN
+// arrived, the stream was reset or closed, or its session ended. f is called without
+// the stream's locks held, from the session's reader among others, so it must not
+// block; typically it kicks a goroutine that calls DrainTo (see internal/pump). A
+// nil f removes the callback. With it, a relay needs no goroutine parked in Read
+// while the stream is idle.
+func (st *Stream) OnReadable(f func()) {
+	if f == nil {
+		st.hook.Store(nil)
+		return
+	}
+	st.hook.Store(&f)
+}
+
+// DrainTo writes what has been received so far to w, straight from the receive
+// buffers, without waiting for more. It returns a nil error when it wrote everything
+// buffered and the stream is still open (wait for OnReadable, then call it again),
+// io.EOF once the other side finished sending and everything was written, and
+// otherwise the error that ended the stream or the error of w.
+func (st *Stream) DrainTo(w io.Writer) (int64, error) {
+	return st.writeTo(w, false)
+}
+
 // WriteTo writes everything the other side sends to w, straight from the receive
 // buffers (no intermediate copy), until EOF or an error. io.Copy uses it.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) {
+	n, err := st.writeTo(w, true)
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+// writeTo is WriteTo when wait is set, and DrainTo when not.
+func (st *Stream) writeTo(w io.Writer, wait bool) (int64, error) {
 	var total int64
 	for {
 		st.mu.Lock()
@@ -269,12 +312,12 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 		}
 		if err := st.readErrLocked(); err != nil {
 			st.mu.Unlock()
-			if err == io.EOF {
-				return total, nil
-			}
 			return total, err
 		}
 		st.mu.Unlock()
+		if !wait {
+			return total, nil
+		}
 		if err := st.waitReadable(); err != nil {
 			return total, err
 		}
@@ -448,7 +491,7 @@ func (st *Stream) Reset(code wire.Code, reason string) {
 	st.mu.Unlock()
 	r := wire.Reset{Code: code, Reason: reason}
 	_ = st.s.queuePri(func(b []byte) []byte { return wire.AppendReset(b, st.sid, r) })
-	st.readable.signal()
+	st.signalReadable()
 	st.writable.signal()
 	st.removeFromTable()
 }
@@ -485,6 +528,9 @@ func (st *Stream) Close() error {
 	st.mu.Unlock()
 	st.rd.stop()
 	st.wd.stop()
+	if f := st.hook.Load(); f != nil {
+		(*f)() // DrainTo now fails with net.ErrClosed
+	}
 	if needFIN || needReset {
 		var r *wire.Reset
 		if needReset {

@@ -1,0 +1,200 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetherd/tetherd/transport/wire"
+)
+
+// DrainTo never waits: it writes what is buffered and says whether the stream goes
+// on (nil), finished (io.EOF) or died; OnReadable fires for each of those events.
+func TestStreamDrainTo(t *testing.T) {
+	step := make(chan string)
+	dst := listen(t, func(c net.Conn) {
+		defer c.Close()
+		for msg := range step {
+			if msg == "" {
+				c.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, c)
+				return
+			}
+			c.Write([]byte(msg))
+		}
+	})
+	s := newHarness(t, nil).dial(nil)
+	st, err := s.OpenTCP(ctxT(t), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	kicks := make(chan struct{}, 16)
+	st.OnReadable(func() {
+		select {
+		case kicks <- struct{}{}:
+		default:
+		}
+	})
+	var got bytes.Buffer
+	// drainUntil calls DrainTo at each kick until want is reached or the error is
+	// not nil.
+	drainUntil := func(want string) error {
+		deadline := time.After(5 * time.Second)
+		for {
+			_, err := st.DrainTo(&got)
+			if err != nil || got.String() == want {
+				return err
+			}
+			select {
+			case <-kicks:
+			case <-deadline:
+				t.Fatalf("no OnReadable call; have %q, want %q", got.String(), want)
+			}
+		}
+	}
+	if n, err := st.DrainTo(&got); n != 0 || err != nil {
+		t.Fatalf("DrainTo with nothing received = %d, %v; want 0, nil", n, err)
+	}
+	step <- "hello "
+	if err := drainUntil("hello "); err != nil {
+		t.Fatal(err)
+	}
+	step <- "world"
+	if err := drainUntil("hello world"); err != nil {
+		t.Fatal(err)
+	}
+	step <- ""
+	close(step)
+	if err := drainUntil("never"); err != io.EOF {
+		t.Fatalf("after FIN: DrainTo = %v, want io.EOF", err)
+	}
+	if got.String() != "hello world" {
+		t.Fatalf("drained %q", got.String())
+	}
+	st.Close()
+	if _, err := st.DrainTo(&got); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("after Close: DrainTo = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestStreamDrainToAfterReset(t *testing.T) {
+	dst := listen(t, func(c net.Conn) {
+		c.Write([]byte("partial"))
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close() // RST
+	})
+	s := newHarness(t, nil).dial(nil)
+	st, err := s.OpenTCP(ctxT(t), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	kicks := make(chan struct{}, 1)
+	st.OnReadable(func() {
+		select {
+		case kicks <- struct{}{}:
+		default:
+		}
+	})
+	var got bytes.Buffer
+	for {
+		_, err := st.DrainTo(&got)
+		if err != nil {
+			var se *StreamError
+			if !errors.As(err, &se) || !se.Remote {
+				t.Fatalf("DrainTo after the destination's reset = %v, want a remote *StreamError", err)
+			}
+			return
+		}
+		select {
+		case <-kicks:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the reset did not call OnReadable")
+		}
+	}
+}
+
+// An idle relay on the peer holds one goroutine (reading the destination), not two,
+// and a relay that went idle still carries data both ways when it comes.
+func TestServerIdleRelayGoroutines(t *testing.T) {
+	const flows = 200
+	var mu sync.Mutex
+	var dests []net.Conn
+	h := newHarness(t, func(s *Server) {
+		s.Dial = func(context.Context, string, string) (net.Conn, error) {
+			a, d := net.Pipe()
+			mu.Lock()
+			dests = append(dests, d)
+			mu.Unlock()
+			return a, nil
+		}
+	})
+	s := h.dial(nil)
+	dst := wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9}
+	settle := func() int {
+		time.Sleep(50 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	before := settle()
+	streams := make([]*Stream, flows)
+	for i := range streams {
+		st, err := s.OpenTCP(ctxT(t), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		streams[i] = st
+	}
+	// A write to every stream starts and ends a pump on each.
+	for i, st := range streams {
+		if _, err := st.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	for i, d := range dests {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(d, b); err != nil || b[0] != byte(i) {
+			t.Fatalf("destination %d read %v, %v", i, b, err)
+		}
+	}
+	mu.Unlock()
+	var extra int
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		extra = settle() - before
+		if extra <= flows+flows/10 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if extra > flows+flows/10 {
+		t.Fatalf("%d idle relayed flows hold %d goroutines, want about one each", flows, extra)
+	}
+	// Still relaying both ways after the idle period.
+	mu.Lock()
+	d := dests[7]
+	mu.Unlock()
+	go d.Write([]byte("back"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(streams[7], b); err != nil || string(b) != "back" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	if _, err := streams[7].Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(d, b); err != nil || string(b) != "more" {
+		t.Fatalf("destination read %q, %v", b, err)
+	}
+	mu.Lock()
+	for _, d := range dests {
+		d.Close()
+	}
+	mu.Unlock()
+}
