@@ -64,6 +64,10 @@ type MetricsConfig struct {
 	// Empty (the default): no endpoint. It tells anyone who can reach it how much
 	// traffic flows and how many connections are open: keep it on loopback.
 	Listen string `yaml:"listen"`
+	// Pprof also serves Go's profiles (net/http/pprof) at /debug/pprof/ on the same
+	// address: CPU, heap, goroutines. Default false. Profiles show addresses and
+	// timing of traffic: like the metrics, keep them on loopback.
+	Pprof bool `yaml:"pprof"`
 }
 
 // ServeConfig is the "serve" section: the peer's listener, identity and policy.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,10 +25,17 @@ func NewRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 }
 
 // ServeMetrics serves reg at /metrics in the Prometheus text format on ln until ctx is
-// done.
-func ServeMetrics(ctx context.Context, ln net.Listener, reg prometheus.Gatherer) error {
+// done; with profiling, also Go's profiles at /debug/pprof/ (metrics.pprof).
+func ServeMetrics(ctx context.Context, ln net.Listener, reg prometheus.Gatherer, profiling bool) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return serveHTTP(ctx, ln, mux)
 }
 

@@ -97,7 +97,7 @@ func TestServeMetricsOfARealClient(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- ServeMetrics(ctx, ln, NewRegistry(NewCollector(c))) }()
+	go func() { served <- ServeMetrics(ctx, ln, NewRegistry(NewCollector(c)), false) }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -121,6 +121,35 @@ func TestServeMetricsOfARealClient(t *testing.T) {
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+}
+
+// TestServeMetricsPprof: Go's profiles are served next to the metrics only when asked.
+func TestServeMetricsPprof(t *testing.T) {
+	for _, profiling := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ServeMetrics(ctx, ln, NewRegistry(), profiling) }()
+		hc := &http.Client{Timeout: 10 * time.Second}
+		resp, err := hc.Get("http://" + ln.Addr().String() + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		hc.CloseIdleConnections()
+		cancel()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+		got := resp.StatusCode == http.StatusOK && strings.Contains(string(body), "goroutine profile:")
+		if got != profiling {
+			t.Errorf("profiling %v: GET /debug/pprof/goroutine = %d %.80q", profiling, resp.StatusCode, body)
 		}
 	}
 }

@@ -74,6 +74,9 @@ func runCheck(_ context.Context, c *cli, args []string) error {
 	row("control", upSocket(cfg)+" (up), "+proxySocket(cfg)+" (proxy)")
 	if cfg.Metrics.Listen != "" {
 		row("metrics", "http://"+cfg.Metrics.Listen+"/metrics")
+		if cfg.Metrics.Pprof {
+			row("pprof", "http://"+cfg.Metrics.Listen+"/debug/pprof/")
+		}
 	}
 	row("serve", cfg.Serve.Listen+cfg.Serve.Path)
 	_, err = fmt.Fprint(c.stdout, b.String())

@@ -152,6 +152,8 @@ type monitorOptions struct {
 	Socket string
 	// MetricsAddr, when not empty, is the Prometheus endpoint's TCP address.
 	MetricsAddr string
+	// Pprof also serves Go's profiles on MetricsAddr.
+	Pprof bool
 }
 
 // startMonitor serves m's control socket and, when asked, its metrics until the
@@ -180,7 +182,7 @@ func startMonitor(ctx context.Context, log *zap.Logger, m daemon.Monitor, opts m
 		}
 		closers = append(closers, ln)
 		reg := daemon.NewRegistry(daemon.NewCollector(m))
-		lns = append(lns, func(ctx context.Context) error { return daemon.ServeMetrics(ctx, ln, reg) })
+		lns = append(lns, func(ctx context.Context) error { return daemon.ServeMetrics(ctx, ln, reg, opts.Pprof) })
 		log.Info("serving metrics", zap.String("url", "http://"+ln.Addr().String()+"/metrics"))
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -127,7 +127,7 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 	// `tetherd status` and `tetherd flows` for the user who runs the proxy, and the
 	// optional metrics.
 	mon := &proxyMonitor{sessions: sessions, srv: srv, peer: peer.Redacted(), listen: ln.Addr().String()}
-	stopMonitor, err := startMonitor(ctx, log, mon, monitorOptions{Socket: proxySocket(cfg), MetricsAddr: cfg.Metrics.Listen})
+	stopMonitor, err := startMonitor(ctx, log, mon, monitorOptions{Socket: proxySocket(cfg), MetricsAddr: cfg.Metrics.Listen, Pprof: cfg.Metrics.Pprof})
 	if err != nil {
 		ln.Close()
 		return err

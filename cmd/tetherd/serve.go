@@ -242,7 +242,7 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		go func() {
 			defer close(metricsDone)
 			reg := daemon.NewRegistry(daemon.NewServerCollector(peer.Stats))
-			if err := daemon.ServeMetrics(mctx, mln, reg); err != nil {
+			if err := daemon.ServeMetrics(mctx, mln, reg, cfg.Metrics.Pprof); err != nil {
 				log.Warn("metrics endpoint failed", zap.Error(err))
 			}
 		}()

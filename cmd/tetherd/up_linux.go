@@ -100,7 +100,7 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 	}
 	// The control socket for `tetherd status` and `tetherd flows`, root only (a 0700
 	// directory, a 0600 socket), and the optional metrics.
-	stopMonitor, err := startMonitor(ctx, log, client, monitorOptions{Socket: upSocket(cfg), MetricsAddr: cfg.Metrics.Listen})
+	stopMonitor, err := startMonitor(ctx, log, client, monitorOptions{Socket: upSocket(cfg), MetricsAddr: cfg.Metrics.Listen, Pprof: cfg.Metrics.Pprof})
 	if err != nil {
 		dev.Close()
 		return err
