@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,4 +198,83 @@ func TestServerIdleRelayGoroutines(t *testing.T) {
 		d.Close()
 	}
 	mu.Unlock()
+}
+
+// relayGoroutines counts the goroutines running a relay direction on the peer.
+func relayGoroutines() int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("transport.(*pumpRelay)")) || bytes.Contains(g, []byte("transport.(*Server).copyToStream")) {
+			n++
+		}
+	}
+	return n
+}
+
+// Relays to real sockets that have been idle for relayIdle hold no goroutine (the
+// server's epoll watcher has them), and wake up for data, EOF and resets.
+func TestServerIdleRelaysPark(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the idle watcher is Linux-only")
+	}
+	const flows = 50
+	conns := make(chan net.Conn, flows)
+	dst := listen(t, func(c net.Conn) { conns <- c })
+	s := newHarness(t, nil).dial(nil)
+	streams := make([]*Stream, flows)
+	dests := make([]net.Conn, flows)
+	for i := range streams {
+		st, err := s.OpenTCP(ctxT(t), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		streams[i] = st
+		dests[i] = <-conns
+		defer dests[i].Close()
+		// One exchange each way, then silence.
+		dests[i].Write([]byte("hi"))
+		b := make([]byte, 2)
+		if _, err := io.ReadFull(st, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int
+	for deadline := time.Now().Add(relayIdle + 5*time.Second); ; {
+		if n = relayGoroutines(); n == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n != 0 {
+		t.Fatalf("%d relay goroutines for %d flows idle longer than %v", n, flows, relayIdle)
+	}
+	// Data wakes a parked relay.
+	dests[3].Write([]byte("wake"))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(streams[3], b); err != nil || string(b) != "wake" {
+		t.Fatalf("parked relay: read %q, %v", b, err)
+	}
+	// EOF from a parked destination is a clean end of the stream.
+	dests[5].(*net.TCPConn).CloseWrite()
+	if b, err := io.ReadAll(streams[5]); err != nil || len(b) != 0 {
+		t.Fatalf("after the destination's FIN: %q, %v; want EOF", b, err)
+	}
+	// A reset of a parked destination resets the stream.
+	dests[7].(*net.TCPConn).SetLinger(0)
+	dests[7].Close()
+	_, err := streams[7].Read(b)
+	var se *StreamError
+	if !errors.As(err, &se) || se.Code != wire.CodeConnReset {
+		t.Fatalf("after the destination's reset: %v; want a CONN_RESET stream error", err)
+	}
+	// The client closing a stream whose relay is parked ends the relay and its
+	// destination connection.
+	streams[9].Close()
+	dests[9].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(dests[9]); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("destination of a closed stream: %v", err)
+	}
 }

@@ -91,6 +91,7 @@ type Server struct {
 	initOnce sync.Once
 	auth     *authLimiter // nil when the limit is off
 	preAuth  *connLimiter
+	idle     idleWaiter // watches the destinations of idle relays (idlewait_linux.go)
 
 	mu       sync.Mutex
 	sessions map[*session]*int // running sessions and the relay buffer bytes each holds
@@ -103,6 +104,7 @@ type Server struct {
 // init builds the abuse limiters from the fields, once.
 func (srv *Server) init() {
 	srv.initOnce.Do(func() {
+		srv.idle.init()
 		def := func(v, d int) int {
 			if v == 0 {
 				return d
@@ -427,28 +429,48 @@ func (srv *Server) serveTCP(s *session, st *Stream) {
 // relay copies between a stream and a TCP connection until both directions finished,
 // preserving half-close and turning an abort on either side into one on the other.
 //
-// The stream → conn direction runs only while the stream has data: a pump started by
-// the stream's OnReadable callback drains it and ends, so an idle flow keeps one
-// goroutine (this one, in the destination's Read), not two.
+// Each direction runs only while it has bytes to move (see relay_unix.go): a relay
+// whose flow is idle holds no goroutine and no buffer. Destinations without a raw
+// socket (tests' pipes, other systems) keep this goroutine for the conn → stream
+// direction.
 func (srv *Server) relay(st *Stream, conn net.Conn) {
+	if r := srv.newPumpRelay(st, conn); r != nil {
+		r.start()
+		return
+	}
 	down := make(chan struct{})
-	p := pump.New(func() bool {
-		_, err := st.DrainTo(conn)
-		switch {
-		case err == nil:
-			return false // everything buffered was written: wait for the next kick
-		case err == io.EOF:
-			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-				return true
-			}
-		}
-		abort(conn)
-		return true
-	}, func() { close(down) })
+	p := pump.New(func() bool { return drainToConn(st, conn) }, func() { close(down) })
 	st.OnReadable(p.Kick)
 	p.Kick() // data that arrived before the dial finished
 	err := srv.copyToStream(st, conn)
+	endToStream(st, err)
+	<-down
+	st.OnReadable(nil)
+	_ = st.Close()
+	_ = conn.Close()
+}
+
+// drainToConn is the stream → conn direction's pump: it writes what the stream has
+// to conn and reports whether the direction finished (FIN passed on, or conn
+// aborted).
+func drainToConn(st *Stream, conn net.Conn) bool {
+	_, err := st.DrainTo(conn)
+	switch {
+	case err == nil:
+		return false // everything buffered was written: wait for the next kick
+	case err == io.EOF:
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+			return true
+		}
+	}
+	abort(conn)
+	return true
+}
+
+// endToStream passes the end of the conn → stream direction on: EOF as FIN, a reset
+// as a reset.
+func endToStream(st *Stream, err error) {
 	switch {
 	case err == nil:
 		_ = st.CloseWrite()
@@ -457,10 +479,6 @@ func (srv *Server) relay(st *Stream, conn net.Conn) {
 	default:
 		st.Reset(wire.CodeInternal, err.Error())
 	}
-	<-down
-	st.OnReadable(nil)
-	_ = st.Close()
-	_ = conn.Close()
 }
 
 // abort closes conn with a TCP RST where possible, so the destination sees an abort,
