@@ -25,8 +25,7 @@ func TestPumpMovesEverythingOnce(t *testing.T) {
 		overlap atomic.Bool
 	)
 	finished := make(chan struct{})
-	var p *Pump
-	p = New(func() bool {
+	p := New(func() bool {
 		if inFn.Add(1) > 1 {
 			overlap.Store(true)
 		}
