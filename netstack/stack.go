@@ -111,7 +111,10 @@ type Stack struct {
 	wg     sync.WaitGroup // flow goroutines
 
 	udp   udpTable
-	pings pingTable
+	// tcpBufs holds the 64 KiB buffers a TCP flow reads the application's bytes
+	// into, taken only while the flow's upstream pump runs.
+	tcpBufs sync.Pool
+	pings   pingTable
 	syns  synTable
 	flows *flowtab.Table // open TCP and UDP flows (flows.go)
 
@@ -157,6 +160,7 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{opts: opts, log: log, handler: h, dev: dev, ctx: ctx, cancel: cancel, flows: flowtab.New()}
 	s.udp.init()
+	s.tcpBufs.New = func() any { b := make([]byte, 64<<10); return &b }
 	s.pings.m = make(map[pingKey]*pingAssoc)
 	s.link = newLinkEndpoint(dev, uint32(opts.MTU), log, s.syns.record)
 
