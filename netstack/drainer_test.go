@@ -25,6 +25,9 @@ type echoDrainer struct {
 	err     error // fail or Close
 	hook    func()
 	written int
+	// holdOpen: CloseWrite does not end the echo (a remote that keeps sending).
+	holdOpen   bool
+	halfClosed bool
 }
 
 var _ Drainer = (*echoDrainer)(nil)
@@ -84,7 +87,8 @@ func (e *echoDrainer) Write(p []byte) (int, error) {
 
 func (e *echoDrainer) CloseWrite() error {
 	e.mu.Lock()
-	e.eof = true
+	e.halfClosed = true
+	e.eof = !e.holdOpen
 	e.mu.Unlock()
 	e.kick()
 	return nil
@@ -112,12 +116,13 @@ func (e *echoDrainer) SetWriteDeadline(time.Time) error { return nil }
 // drainHandler dials echoDrainers and keeps them.
 type drainHandler struct {
 	fakeHandler
-	mu      sync.Mutex
-	remotes []*echoDrainer
+	holdOpen bool
+	mu       sync.Mutex
+	remotes  []*echoDrainer
 }
 
 func (h *drainHandler) DialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
-	e := &echoDrainer{}
+	e := &echoDrainer{holdOpen: h.holdOpen}
 	h.mu.Lock()
 	h.remotes = append(h.remotes, e)
 	h.mu.Unlock()
@@ -227,5 +232,51 @@ func TestTCPIdleFlowsHoldNoGoroutine(t *testing.T) {
 			t.Fatalf("TCPActive = %d after the applications closed", r.st.Stats().TCPActive)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A flow the application half-closed while the remote keeps its side open does not
+// hold Stack.Close until the remote ends: the endpoint's death aborts the remote.
+func TestCloseDoesNotWaitForHalfClosedFlows(t *testing.T) {
+	h := &drainHandler{holdOpen: true}
+	r := newRig(t, h)
+	c, err := r.app.DialContextTCPAddrPort(ctx5(t), netip.MustParseAddrPort("198.51.100.9:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.CloseWrite()
+	var remote *echoDrainer
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		h.mu.Lock()
+		if len(h.remotes) == 1 {
+			remote = h.remotes[0]
+		}
+		h.mu.Unlock()
+		if remote != nil {
+			remote.mu.Lock()
+			half := remote.halfClosed
+			remote.mu.Unlock()
+			if half {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the application's FIN did not reach the remote")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() { r.st.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stack.Close waits for a half-closed flow's remote")
+	}
+	remote.mu.Lock()
+	err = remote.err
+	remote.mu.Unlock()
+	if err == nil {
+		t.Fatal("the remote of a flow cut by Close was not aborted")
 	}
 }

@@ -99,7 +99,16 @@ type tcpFlow struct {
 
 func (fl *tcpFlow) start() {
 	up := pump.New(fl.pumpUp, fl.finishOne)
-	fl.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(waiter.EventMask) { up.Kick() })
+	fl.entry = waiter.NewFunctionEntry(waiter.ReadableEvents|waiter.EventHUp|waiter.EventErr, func(m waiter.EventMask) {
+		up.Kick()
+		if m&(waiter.EventHUp|waiter.EventErr) != 0 && up.Finished() {
+			// The endpoint died (the application reset it, or the stack is
+			// closing) after the application's half-close: the upstream pump,
+			// done, will not see it, and the downstream one would wait for the
+			// remote. Abort the remote: that ends the downstream pump too.
+			abortConn(fl.remote)
+		}
+	})
 	fl.wq.EventRegister(&fl.entry)
 	var down *pump.Pump
 	if d, ok := fl.remote.(Drainer); ok {
