@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -155,17 +156,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			c.status.mu.Unlock()
 			hadSession = true
 			c.log.Info("tunnel is connected")
-			live := draining[:0]
-			for _, d := range draining {
-				select {
-				case <-d.Done():
-					d.Close()
-					c.sessionEnded(d)
-				default:
-					live = append(live, d)
-				}
-			}
-			draining = live
+			draining = c.reapDraining(draining)
 		}
 		select {
 		case <-ctx.Done():
@@ -174,13 +165,27 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			c.sampleRates(now)
 			ns := st.Stats()
 			mem.Observe(ns.TCPActive + ns.UDPActive)
+			draining = c.reapDraining(draining)
 			continue
 		case <-c.opts.NetworkChanged:
-			// The path may have changed under the session: check it answers.
-			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			_, err := s.Ping(pctx)
-			cancel()
-			if err == nil || ctx.Err() != nil {
+			// The path may have changed under the session: check it answers, and
+			// if it does not answer at once, try a new one meanwhile.
+			fresh, alive, err := c.probe(ctx, s, closeDead)
+			if alive || ctx.Err() != nil {
+				continue
+			}
+			if fresh != nil {
+				// New flows take the new path now. The old session keeps its
+				// streams while it lives (its path may come back); keepalive ends
+				// it if not.
+				c.log.Info("network changed and the peer did not answer at once; moved to a new session", zap.Error(err))
+				draining = append(draining, s)
+				s = fresh
+				c.setSession(s)
+				c.status.mu.Lock()
+				c.status.connectedSince = time.Now()
+				c.status.reconnects++
+				c.status.mu.Unlock()
 				continue
 			}
 			c.log.Info("network changed and the peer does not answer; reconnecting", zap.Error(err))
@@ -198,6 +203,77 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		}
 		c.setSession(nil)
 		s = nil
+	}
+}
+
+// reapDraining closes the draining sessions that ended and returns the others.
+func (c *Client) reapDraining(draining []*transport.Session) []*transport.Session {
+	live := draining[:0]
+	for _, d := range draining {
+		select {
+		case <-d.Done():
+			d.Close()
+			c.sessionEnded(d)
+		default:
+			live = append(live, d)
+		}
+	}
+	clear(draining[len(live):])
+	return live
+}
+
+// probeTimeout bounds how long a session may take to answer a ping after a network
+// change before it counts as dead.
+const probeTimeout = 3 * time.Second
+
+// probe checks whether s still answers after a network change. If no answer comes
+// within a short grace (4 round trips, between 250 ms and 1 s), it dials a new
+// session while the ping keeps waiting, so that an address change costs a dial, not
+// the whole probe timeout: alive when the old session answered first (a new one,
+// if any, is closed), fresh when the new one was up first, neither when both
+// failed (err says why the old one is taken for dead). discard closes an unused new
+// session in the background.
+func (c *Client) probe(ctx context.Context, s *transport.Session, discard func(*transport.Session)) (fresh *transport.Session, alive bool, err error) {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	pong := make(chan error, 1)
+	go func() { _, err := s.Ping(pctx); pong <- err }()
+	grace := min(max(4*s.Stats().RTT, 250*time.Millisecond), time.Second)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-pong:
+		return nil, err == nil, err
+	case <-t.C:
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	dialed := make(chan *transport.Session, 1)
+	go func() {
+		ns, err := c.opts.Dial(dctx)
+		if err != nil {
+			ns = nil
+		}
+		dialed <- ns
+	}()
+	select {
+	case err := <-pong:
+		if err == nil {
+			dcancel()
+			if ns := <-dialed; ns != nil {
+				discard(ns) // unused; its close handshake must not hold us up
+			}
+			return nil, true, nil
+		}
+		return <-dialed, false, err
+	case ns := <-dialed:
+		if ns == nil {
+			err := <-pong
+			return nil, err == nil, err
+		}
+		cancel()
+		<-pong
+		return ns, false, fmt.Errorf("no answer within %v", grace)
 	}
 }
 
