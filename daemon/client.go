@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"

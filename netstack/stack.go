@@ -110,13 +110,13 @@ type Stack struct {
 	closed bool
 	wg     sync.WaitGroup // flow goroutines
 
-	udp   udpTable
+	udp udpTable
 	// tcpBufs holds the 64 KiB buffers a TCP flow reads the application's bytes
 	// into, taken only while the flow's upstream pump runs.
 	tcpBufs sync.Pool
 	pings   pingTable
-	syns  synTable
-	flows *flowtab.Table // open TCP and UDP flows (flows.go)
+	syns    synTable
+	flows   *flowtab.Table // open TCP and UDP flows (flows.go)
 
 	tcpActive                atomic.Int64
 	tcpTotal, tcpRefused     atomic.Uint64
