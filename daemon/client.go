@@ -179,6 +179,7 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 				// streams while it lives (its path may come back); keepalive ends
 				// it if not.
 				c.log.Info("network changed and the peer did not answer at once; moved to a new session", zap.Error(err))
+				c.log.Info("tunnel is connected")
 				draining = append(draining, s)
 				s = fresh
 				c.setSession(s)
