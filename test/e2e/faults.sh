@@ -162,14 +162,6 @@ up_events() {
 		awk -F'\t' '{e = $4; sub(/.*"error": "/, "", e); sub(/"}$/, "", e); gsub(/\\"/, "\"", e); printf "  up log %s %s%s\n", substr($1, 12, 12), $3, (e != "" && e != $4 ? " (" (length(e) > 90 ? "..." substr(e, length(e) - 86) : e) ")" : "")}'
 }
 
-# log_ms REGEX MARK: the time (ms since the epoch) of the first line of up's log after
-# line MARK that matches REGEX; empty when there is none.
-log_ms() {
-	local line
-	line=$(tail -n +"$(($2 + 1))" "$UP_LOG" | grep -m1 -E -- "$1" || true)
-	[ -n "$line" ] && date -u -d "$(cut -f1 <<<"$line")" +%s%3N
-}
-
 # status_field FIELD: a numeric field of `tetherd status --json`.
 status_field() {
 	in_laptop "$TT_TETHERD" status --json --socket "$WORK/journal/control.sock" 2>/dev/null |
