@@ -86,7 +86,7 @@ func newPeerRig(t *testing.T, token string) *peerRig {
 func startClient(t *testing.T, p *peerRig, token string) (*Client, *wgnetstack.Net) {
 	t.Helper()
 	dev, app := tuntest.Pair(t, appV4, appV6)
-	c, err := NewClient(ClientOptions{
+	c := runClient(t, ClientOptions{
 		TUN: dev,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
 			return transport.Dial(ctx, p.url, &transport.DialOptions{Token: token})
@@ -94,6 +94,13 @@ func startClient(t *testing.T, p *peerRig, token string) (*Client, *wgnetstack.N
 		DNS:    []netip.Addr{dnsV4},
 		Logger: zaptest.NewLogger(t),
 	})
+	return c, app
+}
+
+// runClient runs a client with opts until the test ends, once its tunnel is up.
+func runClient(t *testing.T, opts ClientOptions) *Client {
+	t.Helper()
+	c, err := NewClient(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +121,7 @@ func startClient(t *testing.T, p *peerRig, token string) (*Client, *wgnetstack.N
 	case <-time.After(10 * time.Second):
 		t.Fatal("tunnel not up")
 	}
-	return c, app
+	return c
 }
 
 func TestClientCarriesTCP(t *testing.T) {

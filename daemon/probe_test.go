@@ -98,7 +98,7 @@ func TestNetworkChangeMovesToANewSession(t *testing.T) {
 	url := "ws://" + relay.ln.Addr().String() + "/tether"
 	netChanged := make(chan struct{}, 1)
 	dev, app := tuntest.Pair(t, appV4)
-	c, err := NewClient(ClientOptions{
+	c := runClient(t, ClientOptions{
 		TUN: dev,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
 			return transport.Dial(ctx, url, nil)
@@ -106,19 +106,6 @@ func TestNetworkChangeMovesToANewSession(t *testing.T) {
 		NetworkChanged: netChanged,
 		Logger:         zaptest.NewLogger(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() { done <- c.Run(ctx, func() { close(ready) }) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	<-ready
 	echo := func() error {
 		conn, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
 		if err != nil {

@@ -525,17 +525,10 @@ func keepTalking(t *testing.T, p *rawPeer) {
 func BenchmarkIdleRelayedFlows(b *testing.B) {
 	const flows = 10000
 	for range b.N {
-		var mu sync.Mutex
-		var dests []net.Conn
+		pd := &pipeDests{}
 		h := newHarness(b, func(s *Server) {
 			s.Logger = zap.NewNop()
-			s.Dial = func(context.Context, string, string) (net.Conn, error) {
-				a, d := net.Pipe()
-				mu.Lock()
-				dests = append(dests, d)
-				mu.Unlock()
-				return a, nil
-			}
+			s.Dial = pd.dial
 		})
 		s := h.dial(nil)
 		dst := wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9}
@@ -573,11 +566,9 @@ func BenchmarkIdleRelayedFlows(b *testing.B) {
 		for _, st := range streams {
 			st.Close()
 		}
-		mu.Lock()
-		for _, d := range dests {
+		for _, d := range pd.all() {
 			d.Close()
 		}
-		mu.Unlock()
 		s.Close()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -37,13 +38,7 @@ func TestStreamDrainTo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	kicks := make(chan struct{}, 16)
-	st.OnReadable(func() {
-		select {
-		case kicks <- struct{}{}:
-		default:
-		}
-	})
+	kicks := readableKicks(st)
 	var got bytes.Buffer
 	// drainUntil calls DrainTo at each kick until want is reached or the error is
 	// not nil.
@@ -98,13 +93,7 @@ func TestStreamDrainToAfterReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	kicks := make(chan struct{}, 1)
-	st.OnReadable(func() {
-		select {
-		case kicks <- struct{}{}:
-		default:
-		}
-	})
+	kicks := readableKicks(st)
 	var got bytes.Buffer
 	for {
 		_, err := st.DrainTo(&got)
@@ -127,17 +116,8 @@ func TestStreamDrainToAfterReset(t *testing.T) {
 // and a relay that went idle still carries data both ways when it comes.
 func TestServerIdleRelayGoroutines(t *testing.T) {
 	const flows = 200
-	var mu sync.Mutex
-	var dests []net.Conn
-	h := newHarness(t, func(s *Server) {
-		s.Dial = func(context.Context, string, string) (net.Conn, error) {
-			a, d := net.Pipe()
-			mu.Lock()
-			dests = append(dests, d)
-			mu.Unlock()
-			return a, nil
-		}
-	})
+	pd := &pipeDests{}
+	h := newHarness(t, func(s *Server) { s.Dial = pd.dial })
 	s := h.dial(nil)
 	dst := wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9}
 	settle := func() int {
@@ -160,14 +140,13 @@ func TestServerIdleRelayGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
+	dests := pd.all()
 	for i, d := range dests {
 		b := make([]byte, 1)
 		if _, err := io.ReadFull(d, b); err != nil || b[0] != byte(i) {
 			t.Fatalf("destination %d read %v, %v", i, b, err)
 		}
 	}
-	mu.Unlock()
 	var extra int
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		extra = settle() - before
@@ -179,9 +158,7 @@ func TestServerIdleRelayGoroutines(t *testing.T) {
 		t.Fatalf("%d idle relayed flows hold %d goroutines, want about one each", flows, extra)
 	}
 	// Still relaying both ways after the idle period.
-	mu.Lock()
 	d := dests[7]
-	mu.Unlock()
 	go d.Write([]byte("back"))
 	b := make([]byte, 4)
 	if _, err := io.ReadFull(streams[7], b); err != nil || string(b) != "back" {
@@ -193,11 +170,43 @@ func TestServerIdleRelayGoroutines(t *testing.T) {
 	if _, err := io.ReadFull(d, b); err != nil || string(b) != "more" {
 		t.Fatalf("destination read %q, %v", b, err)
 	}
-	mu.Lock()
 	for _, d := range dests {
 		d.Close()
 	}
-	mu.Unlock()
+}
+
+// readableKicks returns a channel that receives (without blocking the stream) at each
+// OnReadable call of st.
+func readableKicks(st *Stream) <-chan struct{} {
+	kicks := make(chan struct{}, 1)
+	st.OnReadable(func() {
+		select {
+		case kicks <- struct{}{}:
+		default:
+		}
+	})
+	return kicks
+}
+
+// pipeDests is a Server.Dial whose destinations are in-process pipes; it keeps their
+// far ends.
+type pipeDests struct {
+	mu    sync.Mutex
+	dests []net.Conn
+}
+
+func (p *pipeDests) dial(context.Context, string, string) (net.Conn, error) {
+	a, d := net.Pipe()
+	p.mu.Lock()
+	p.dests = append(p.dests, d)
+	p.mu.Unlock()
+	return a, nil
+}
+
+func (p *pipeDests) all() []net.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.dests)
 }
 
 // relayGoroutines counts the goroutines running a relay direction on the peer.
