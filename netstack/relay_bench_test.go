@@ -110,14 +110,5 @@ func BenchmarkRelayPingPong(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	buf := make([]byte, 64)
-	b.ResetTimer()
-	for range b.N {
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
+	testnet.PingPong(b, c)
 }

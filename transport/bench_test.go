@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/internal/testnet"
 	"github.com/tetherd/tetherd/transport/wire"
 )
 
@@ -167,16 +168,7 @@ func runPingPong(b *testing.B, open func(wire.Addr) (net.Conn, error)) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	buf := make([]byte, 64)
-	b.ResetTimer()
-	for range b.N {
-		if _, err := c.Write(buf); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
+	testnet.PingPong(b, c)
 }
 
 func BenchmarkRawTCPPingPong(b *testing.B) { runPingPong(b, rawOpen) }

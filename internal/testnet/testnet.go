@@ -3,6 +3,7 @@
 package testnet
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -39,4 +40,19 @@ func ServeTCP(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 		wg.Wait()
 	})
 	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// PingPong sends 64 bytes on c and waits for them to come back, b.N times after
+// resetting the timer: with an echo at the other end, ns/op is the round trip.
+func PingPong(b *testing.B, c net.Conn) {
+	buf := make([]byte, 64)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
