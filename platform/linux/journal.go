@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -161,7 +163,62 @@ func (s *journalStore) read() (*journal, error) {
 	if j.Version != journalVersion {
 		return nil, fmt.Errorf("journal %s has version %d, this tetherd understands %d", s.path(), j.Version, journalVersion)
 	}
+	if err := j.validate(); err != nil {
+		return nil, fmt.Errorf("journal %s is not one tetherd wrote: %w (remove it by hand once the system is clean)", s.path(), err)
+	}
 	return &j, nil
+}
+
+// validate checks that j only names what Up can have changed, before restore acts
+// on it: a damaged journal must not make Down delete what is not tetherd's. Table 0
+// would make the route flush match every table, priority 0 is the local rule,
+// 32766 and 32767 the main and default rules.
+func (j *journal) validate() error {
+	if err := validIfName(j.TUN); err != nil {
+		return fmt.Errorf("TUN: %w", err)
+	}
+	if j.TUNIndex <= 0 {
+		return fmt.Errorf("TUN index %d", j.TUNIndex)
+	}
+	switch {
+	case j.Table <= 0 || uint64(j.Table) > math.MaxUint32:
+		return fmt.Errorf("table %d", j.Table)
+	case j.Table == unix.RT_TABLE_DEFAULT || j.Table == unix.RT_TABLE_MAIN || j.Table == unix.RT_TABLE_LOCAL:
+		return fmt.Errorf("table %d is reserved (default, main, local)", j.Table)
+	}
+	if j.MTU != nil && (j.MTU.From < 68 || j.MTU.From > 65535 || j.MTU.To < 68 || j.MTU.To > 65535) {
+		return fmt.Errorf("MTU change %d -> %d", j.MTU.From, j.MTU.To)
+	}
+	for _, p := range append(slices.Clone(j.Addrs), j.Routes...) {
+		if !p.IsValid() {
+			return errors.New("an invalid prefix")
+		}
+	}
+	for _, r := range j.Rules {
+		switch {
+		case r.Family != 4 && r.Family != 6:
+			return fmt.Errorf("rule %v: family %d", r, r.Family)
+		case r.Priority < 1 || r.Priority > 32765:
+			return fmt.Errorf("rule %v: priority %d outside 1..32765", r, r.Priority)
+		case r.Table != j.Table && r.Table != unix.RT_TABLE_MAIN:
+			return fmt.Errorf("rule %v: table %d is neither the journal's (%d) nor main", r, r.Table, j.Table)
+		}
+	}
+	if d := j.DNS; d != nil {
+		switch d.Mode {
+		case DNSResolvConf:
+			if !filepath.IsAbs(d.Path) || filepath.Clean(d.Path) != d.Path {
+				return fmt.Errorf("DNS: resolv.conf path %q", d.Path)
+			}
+		case DNSResolved:
+			if err := validIfName(d.Link); err != nil {
+				return fmt.Errorf("DNS link: %w", err)
+			}
+		default:
+			return fmt.Errorf("DNS mode %q", d.Mode)
+		}
+	}
+	return nil
 }
 
 // write stores j atomically: temporary file (0600), fsync, rename, fsync of
