@@ -147,15 +147,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			if s = c.reconnect(ctx); s == nil {
 				return nil
 			}
-			c.setSession(s)
-			c.status.mu.Lock()
-			c.status.connectedSince = time.Now()
-			if hadSession {
-				c.status.reconnects++
-			}
-			c.status.mu.Unlock()
+			c.connected(s, hadSession)
 			hadSession = true
-			c.log.Info("tunnel is connected")
 			draining = c.reapDraining(draining)
 		}
 		select {
@@ -179,14 +172,9 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 				// streams while it lives (its path may come back); keepalive ends
 				// it if not.
 				c.log.Info("network changed and the peer did not answer at once; moved to a new session", zap.Error(err))
-				c.log.Info("tunnel is connected")
 				draining = append(draining, s)
 				s = fresh
-				c.setSession(s)
-				c.status.mu.Lock()
-				c.status.connectedSince = time.Now()
-				c.status.reconnects++
-				c.status.mu.Unlock()
+				c.connected(s, true)
 				continue
 			}
 			c.log.Info("network changed and the peer does not answer; reconnecting", zap.Error(err))
@@ -205,6 +193,18 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		c.setSession(nil)
 		s = nil
 	}
+}
+
+// connected makes s the session new flows take, a reconnect when again.
+func (c *Client) connected(s *transport.Session, again bool) {
+	c.setSession(s)
+	c.status.mu.Lock()
+	c.status.connectedSince = time.Now()
+	if again {
+		c.status.reconnects++
+	}
+	c.status.mu.Unlock()
+	c.log.Info("tunnel is connected")
 }
 
 // reapDraining closes the draining sessions that ended and returns the others.

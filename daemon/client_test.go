@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
 
+	"github.com/tetherd/tetherd/internal/testnet"
 	"github.com/tetherd/tetherd/internal/tuntest"
 	"github.com/tetherd/tetherd/transport"
 )
@@ -248,24 +249,11 @@ func TestDNSDestinations(t *testing.T) {
 // TestClientMovesOnGoAway: when the peer shuts down gracefully (a restart), new flows
 // go to a new session at once while an open flow finishes on the old one.
 func TestClientMovesOnGoAway(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	echo := testnet.ServeTCP(t, func(c net.Conn) { defer c.Close(); io.Copy(c, c) })
 	newPeer := func() *transport.Server {
 		return &transport.Server{Logger: zaptest.NewLogger(t), Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", echo.Addr().String())
+			return d.DialContext(ctx, "tcp", echo.String())
 		}}
 	}
 	var cur atomic.Pointer[transport.Server]

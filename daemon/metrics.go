@@ -76,12 +76,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads the status and sends it as metrics.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.m.Status()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
+	gauge, counter := sender(ch).gauge, sender(ch).counter
 	up, since := 0.0, 0.0
 	if st.State == "connected" {
 		up = 1
@@ -101,6 +96,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.refused, float64(st.TCPRefused))
 	counter(c.dropped, float64(st.UDPDropped))
 	counter(c.reconnects, float64(st.Reconnects))
+}
+
+// sender sends the metrics of a Collect.
+type sender chan<- prometheus.Metric
+
+func (s sender) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	s <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (s sender) counter(d *prometheus.Desc, v float64, labels ...string) {
+	s <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 }
 
 // serverCollector turns a transport.Server's counters into metrics when scraped.
@@ -138,12 +144,7 @@ func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads the counters and sends them as metrics.
 func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
+	gauge, counter := sender(ch).gauge, sender(ch).counter
 	gauge(c.sessions, float64(st.Sessions))
 	counter(c.sessionsTotal, float64(st.SessionsTotal))
 	counter(c.refused, float64(st.RefusedToken), "token")

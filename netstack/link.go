@@ -313,11 +313,7 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 
 // writeInline writes pkt to the device; the caller set writing.
 func (e *linkEndpoint) writeInline(pkt *stack.PacketBuffer) {
-	bp := e.bufPool.Get().(*[]byte)
-	b := (*bp)[:tunOffset]
-	for _, s := range pkt.AsSlices() {
-		b = append(b, s...)
-	}
+	bp, b := e.copyOut(pkt)
 	e.one = append(e.one[:0], b)
 	_, err := e.dev.Write(e.one, tunOffset)
 	e.one[0] = nil
@@ -329,11 +325,28 @@ func (e *linkEndpoint) writeInline(pkt *stack.PacketBuffer) {
 	if more {
 		e.work.Signal()
 	}
-	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			e.closeQueue()
-			return
-		}
+	e.writeFailed(err)
+}
+
+// copyOut copies pkt into a pooled buffer, after tunOffset bytes of headroom, and
+// returns the buffer (for the pool) and the bytes to write.
+func (e *linkEndpoint) copyOut(pkt *stack.PacketBuffer) (*[]byte, []byte) {
+	bp := e.bufPool.Get().(*[]byte)
+	b := (*bp)[:tunOffset]
+	for _, s := range pkt.AsSlices() {
+		b = append(b, s...)
+	}
+	return bp, b
+}
+
+// writeFailed handles the error of a device write, if any: a closed device closes the
+// queue (writeLoop then drops what is queued and returns), anything else is logged.
+func (e *linkEndpoint) writeFailed(err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrClosed):
+		e.closeQueue()
+	default:
 		e.log.Debug("tun write", zap.Error(err))
 	}
 }
@@ -375,11 +388,7 @@ func (e *linkEndpoint) writeLoop() {
 
 		bufs, held = bufs[:0], held[:0]
 		for _, pkt := range batch {
-			bp := e.bufPool.Get().(*[]byte)
-			b := (*bp)[:tunOffset]
-			for _, s := range pkt.AsSlices() {
-				b = append(b, s...)
-			}
+			bp, b := e.copyOut(pkt)
 			pkt.DecRef()
 			held = append(held, bp)
 			bufs = append(bufs, b)
@@ -394,12 +403,6 @@ func (e *linkEndpoint) writeLoop() {
 			e.bufPool.Put(bp)
 		}
 		clear(held)
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				e.closeQueue()
-				continue // drops what is queued, then returns
-			}
-			e.log.Debug("tun write", zap.Error(err))
-		}
+		e.writeFailed(err)
 	}
 }

@@ -143,36 +143,38 @@ func (fl *tcpFlow) pumpUp() bool {
 			fl.f.AddOut(n)
 			if werr != nil {
 				// The application's bytes cannot be delivered: reset both sides.
-				abortConn(fl.remote)
 				fl.ep.Abort()
-				fl.mu.Lock()
-				fl.upErr = werr
-				fl.mu.Unlock()
+				fl.endUp(werr)
 				return true
 			}
 		}
-		var err error
 		switch terr.(type) {
 		case nil:
 			continue
 		case *tcpip.ErrWouldBlock:
 			return false
 		case *tcpip.ErrClosedForReceive:
+			fl.endUp(nil)
 		default:
-			err = tcpipError{terr}
+			fl.endUp(tcpipError{terr})
 		}
-		if err == nil {
-			if cw, ok := fl.remote.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-			}
-		} else {
-			abortConn(fl.remote)
-		}
-		fl.mu.Lock()
-		fl.upErr = err
-		fl.mu.Unlock()
 		return true
 	}
+}
+
+// endUp passes the application's end on to the remote: its FIN as a half-close, a
+// failure as an abort.
+func (fl *tcpFlow) endUp(err error) {
+	if err == nil {
+		if cw, ok := fl.remote.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	} else {
+		abortConn(fl.remote)
+	}
+	fl.mu.Lock()
+	fl.upErr = err
+	fl.mu.Unlock()
 }
 
 // pumpDown moves what the remote has ready to the application.

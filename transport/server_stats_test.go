@@ -2,31 +2,15 @@ package transport
 
 import (
 	"io"
-	"net"
 	"testing"
 	"time"
-
-	"github.com/tetherd/tetherd/transport/wire"
 )
 
 // TestServerStats: the server's counters follow a session through a transfer and
 // its end (its bytes stay in the totals), and count refused tokens.
 func TestServerStats(t *testing.T) {
 	h := newHarness(t, func(srv *Server) { srv.Token = "right" })
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	dst := listen(t, echo)
 
 	if _, err := Dial(ctxT(t), h.url, &DialOptions{Token: "wrong"}); err == nil {
 		t.Fatal("a wrong token was accepted")
@@ -36,7 +20,7 @@ func TestServerStats(t *testing.T) {
 	}
 
 	s := h.dial(&DialOptions{Token: "right"})
-	st, err := s.OpenTCP(ctxT(t), wire.AddrFromAddrPort(echo.Addr().(*net.TCPAddr).AddrPort()))
+	st, err := s.OpenTCP(ctxT(t), dst)
 	if err != nil {
 		t.Fatal(err)
 	}

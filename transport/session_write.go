@@ -12,16 +12,22 @@ import (
 // The session's writing side: the priority and data queues and the one goroutine that
 // writes frames to the WebSocket.
 
+// lockOpen takes wmu, unless the session is over: then it returns false, unlocked.
+func (s *session) lockOpen() bool {
+	s.wmu.Lock()
+	if isClosed(s.done) {
+		s.wmu.Unlock()
+		return false
+	}
+	return true
+}
+
 // queuePri appends control frames built by fn to the priority queue. It fails only when
 // the session is over, or when the other side does not read and control frames pile up
 // beyond any sane amount (then the session ends).
 func (s *session) queuePri(fn func([]byte) []byte) error {
-	s.wmu.Lock()
-	select {
-	case <-s.done:
-		s.wmu.Unlock()
+	if !s.lockOpen() {
 		return ErrSessionClosed
-	default:
 	}
 	s.pri = fn(s.pri)
 	over := len(s.pri)-s.dgramBytes > 4<<20
@@ -37,12 +43,8 @@ func (s *session) queuePri(fn func([]byte) []byte) error {
 // queueDgram appends a DGRAM frame unless the datagram queue is full, in which case the
 // datagram is dropped and counted. It never blocks.
 func (s *session) queueDgram(stream uint32, a wire.Addr, p []byte) error {
-	s.wmu.Lock()
-	select {
-	case <-s.done:
-		s.wmu.Unlock()
+	if !s.lockOpen() {
 		return ErrSessionClosed
-	default:
 	}
 	size := wire.HeaderLen + a.AddrLen() + len(p)
 	// peerMaxFrame was set by the other side's SETTINGS, which arrive before any
@@ -77,12 +79,8 @@ func (s *session) queueDgram(stream uint32, a wire.Addr, p []byte) error {
 func (s *session) queueData(stream uint32, p []byte, fin bool, reset *wire.Reset, cancel <-chan struct{}, expired <-chan struct{}, mayWrite bool) error {
 	need := len(p) + wire.HeaderLen
 	for {
-		s.wmu.Lock()
-		select {
-		case <-s.done:
-			s.wmu.Unlock()
+		if !s.lockOpen() {
 			return ErrSessionClosed
-		default:
 		}
 		if len(s.data) == 0 || len(s.data)+need <= s.cfg.WriteBuffer {
 			if s.canExtendLocked(stream, len(p), fin, reset) {

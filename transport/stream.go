@@ -528,9 +528,7 @@ func (st *Stream) Close() error {
 	st.mu.Unlock()
 	st.rd.stop()
 	st.wd.stop()
-	if f := st.hook.Load(); f != nil {
-		(*f)() // DrainTo now fails with net.ErrClosed
-	}
+	st.signalReadable() // DrainTo now fails with net.ErrClosed
 	if needFIN || needReset {
 		var r *wire.Reset
 		if needReset {
