@@ -83,6 +83,9 @@ func TestStreamDrainTo(t *testing.T) {
 
 func TestStreamDrainToAfterReset(t *testing.T) {
 	dst := listen(t, func(c net.Conn) {
+		// Wait for the client's byte: a reset during the peer's connect would
+		// refuse the open instead.
+		io.ReadFull(c, make([]byte, 1))
 		c.Write([]byte("partial"))
 		c.(*net.TCPConn).SetLinger(0)
 		c.Close() // RST
@@ -93,6 +96,9 @@ func TestStreamDrainToAfterReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	if _, err := st.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	kicks := readableKicks(st)
 	var got bytes.Buffer
 	for {
