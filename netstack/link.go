@@ -57,6 +57,10 @@ type linkEndpoint struct {
 	batch int // packets per dev.Read
 	// tap sees every inbound packet before gVisor does (it records SYNs).
 	tap func(pkt []byte)
+	// vnet is the offload path of a Linux TUN with virtio-net headers
+	// (vnet_linux.go), or nil: the device is then read and written through its
+	// Read and Write.
+	vnet *vnetIO
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher
@@ -85,7 +89,8 @@ type linkEndpoint struct {
 var _ stack.LinkEndpoint = (*linkEndpoint)(nil)
 
 func newLinkEndpoint(dev tun.Device, mtu uint32, log *zap.Logger, tap func([]byte)) *linkEndpoint {
-	e := &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: readBatch(dev.BatchSize(), int(mtu)), tap: tap}
+	e := &linkEndpoint{dev: dev, mtu: mtu, log: log, batch: readBatch(dev.BatchSize(), int(mtu)), tap: tap,
+		vnet: newVnetIO(dev)}
 	e.work = sync.NewCond(&e.qmu)
 	e.space = sync.NewCond(&e.qmu)
 	size := max(coalesceCap, tunOffset+int(mtu))
@@ -111,6 +116,25 @@ func (e *linkEndpoint) AddHeader(*stack.PacketBuffer)           {}
 func (e *linkEndpoint) ParseHeader(*stack.PacketBuffer) bool    { return true }
 func (e *linkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
 	return stack.CapabilityRXChecksumOffload
+}
+
+// SupportedGSO tells gVisor whether it may hand over TCP segments larger than the
+// MTU, for the device to segment (host GSO): on the offload path, where the kernel
+// takes them as they are.
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
+	if e.vnet != nil {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// GSOMaxSize is the largest segment gVisor hands over with host GSO: an IP packet's
+// limit (gVisor subtracts room for headers).
+func (e *linkEndpoint) GSOMaxSize() uint32 {
+	if e.vnet != nil {
+		return 1 << 16
+	}
+	return 0
 }
 
 // Attach starts the read and write loops the first time a dispatcher is attached.
@@ -165,6 +189,10 @@ func (e *linkEndpoint) readLoop() {
 	defer e.wg.Done()
 	// The device is closed (or broken): nothing more can be written either.
 	defer e.closeQueue()
+	if e.vnet != nil {
+		e.readVnet()
+		return
+	}
 	// The device reads straight into gVisor views: a large packet's view becomes
 	// its packet buffer as it is (and a new view takes its place), so the bulk of
 	// the bytes is not copied on the way in. Small packets are copied into a
@@ -230,6 +258,56 @@ func (e *linkEndpoint) readLoop() {
 		}
 	}
 }
+
+// readVnet is readLoop on the offload path: one packet per read, a TCP super-packet
+// of up to 64 KiB as it is, read straight into a gVisor view that becomes its packet
+// buffer. Packets of less than zeroCopyMaxWaste of a view are copied into a buffer
+// of their own size instead, so that they do not pin a 64 KiB view in gVisor's
+// queues.
+func (e *linkEndpoint) readVnet() {
+	var hdr [vnetHdrLen]byte
+	view := buffer.NewViewSize(buffer.MaxChunkSize)
+	defer func() { view.Release() }()
+	for {
+		n, err := e.vnet.read(&hdr, view.AsSlice())
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			e.log.Debug("tun read", zap.Error(err))
+			if errors.Is(err, errShortRead) {
+				continue
+			}
+			return
+		}
+		pkt := view.AsSlice()[:n]
+		if !inboundOK(&hdr) {
+			e.log.Debug("tun read: packet with an unexpected GSO type dropped", zap.Uint8("gso", hdr[1]))
+			continue
+		}
+		e.mu.Lock()
+		d := e.dispatcher
+		e.mu.Unlock()
+		if d == nil || !e.accept(pkt) {
+			continue
+		}
+		var pb *stack.PacketBuffer
+		if n >= buffer.MaxChunkSize/zeroCopyMaxWaste {
+			view.CapLength(n)
+			pb = newPacketBuffer(buffer.MakeWithView(view), pkt[0])
+			view = buffer.NewViewSize(buffer.MaxChunkSize)
+		} else {
+			pb = newPacketBuffer(buffer.MakeWithData(pkt), pkt[0])
+		}
+		d.DeliverNetworkPacket(pb.NetworkProtocolNumber, pb)
+		pb.DecRef()
+	}
+}
+
+// zeroCopyMaxWaste bounds the part of a 64 KiB view a packet read on the offload path
+// may leave unused when the view becomes its buffer: 1/zeroCopyMaxWaste of it at
+// least must be the packet.
+const zeroCopyMaxWaste = 4
 
 // zeroCopyMin is the smallest packet readLoop hands to gVisor in the view it was read
 // into; smaller ones are copied.
@@ -313,11 +391,16 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 
 // writeInline writes pkt to the device; the caller set writing.
 func (e *linkEndpoint) writeInline(pkt *stack.PacketBuffer) {
-	bp, b := e.copyOut(pkt)
-	e.one = append(e.one[:0], b)
-	_, err := e.dev.Write(e.one, tunOffset)
-	e.one[0] = nil
-	e.bufPool.Put(bp)
+	var err error
+	if e.vnet != nil {
+		err = e.writeVnet(pkt)
+	} else {
+		bp, b := e.copyOut(pkt)
+		e.one = append(e.one[:0], b)
+		_, err = e.dev.Write(e.one, tunOffset)
+		e.one[0] = nil
+		e.bufPool.Put(bp)
+	}
 	e.qmu.Lock()
 	e.writing = false
 	more := len(e.queue) > 0
@@ -386,6 +469,10 @@ func (e *linkEndpoint) writeLoop() {
 		e.qmu.Unlock()
 		e.space.Broadcast()
 
+		if e.vnet != nil {
+			e.writeBatchVnet(batch)
+			continue
+		}
 		bufs, held = bufs[:0], held[:0]
 		for _, pkt := range batch {
 			bp, b := e.copyOut(pkt)
@@ -405,4 +492,33 @@ func (e *linkEndpoint) writeLoop() {
 		clear(held)
 		e.writeFailed(err)
 	}
+}
+
+// writeVnet writes one packet on the offload path; the caller holds writing.
+func (e *linkEndpoint) writeVnet(pkt *stack.PacketBuffer) error {
+	bp := e.bufPool.Get().(*[]byte)
+	err := e.vnet.write(pkt, *bp)
+	e.bufPool.Put(bp)
+	return err
+}
+
+// writeBatchVnet is writeLoop's write of a batch on the offload path: one writev per
+// packet, each a GSO super-packet or a packet of its own (nothing to merge: gVisor's
+// TCP hands over segments of up to 64 KiB). It releases the batch and writing.
+func (e *linkEndpoint) writeBatchVnet(batch []*stack.PacketBuffer) {
+	var err error
+	for _, pkt := range batch {
+		if err == nil || !errors.Is(err, os.ErrClosed) {
+			if werr := e.writeVnet(pkt); werr != nil {
+				err = werr
+			}
+		}
+		pkt.DecRef()
+	}
+	clear(batch)
+	e.qmu.Lock()
+	e.spare = batch[:0]
+	e.writing = false
+	e.qmu.Unlock()
+	e.writeFailed(err)
 }

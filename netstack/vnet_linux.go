@@ -1,0 +1,182 @@
+//go:build linux
+
+package netstack
+
+import (
+	"os"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// The offload path of a Linux TUN. wireguard-go opens the device with IFF_VNET_HDR:
+// every packet read or written carries a 10-byte virtio-net header that can describe
+// a TCP super-packet of up to 64 KiB (TSO/GSO) with a checksum left to compute. Its
+// Read splits such packets into MTU-sized segments (and computes their checksums),
+// its Write merges segments again; with gVisor in between, that meant splitting, then
+// gVisor's GRO merging, and on the way out gVisor's TCP cutting MSS-sized segments,
+// checksumming each, and wireguard-go merging them again. Per-packet work dominates a
+// userspace stack's cost (docs/performance.md), so on such a device the link does
+// its own I/O on the device's file instead:
+//
+//   - Inbound, a TCP super-packet goes to gVisor as it is, one packet (its TCP
+//     checksum is partial: the kernel did not compute it; gVisor does not verify
+//     checksums of packets from the local kernel).
+//   - Outbound, the link tells gVisor it supports host GSO: gVisor's TCP then hands
+//     over segments of up to 64 KiB with a partial checksum, and the link writes each
+//     with one writev (header + gVisor's own buffers, no copy); the kernel's TCP
+//     takes it as the GSO packet it is.
+//
+// The device's offloads are set to TCP only (TSO4, TSO6, checksum), so the kernel
+// never hands over UDP GSO packets, which gVisor could not take as they are.
+
+// vnetMaxIovs bounds the buffers of one writev (the kernel's UIO_MAXIOV is 1024); a
+// packet in more pieces is copied into one buffer first.
+const vnetMaxIovs = 64
+
+// vnetIO does the device I/O of a Linux TUN with virtio-net headers. Reads come from
+// one goroutine (readLoop); writes from one at a time (the writing flag of the link).
+type vnetIO struct {
+	rc syscall.RawConn
+	// rdIov and wrIov are the iovec arrays of the reader and the writer.
+	rdIov [2]unix.Iovec
+	wrIov [vnetMaxIovs + 1]unix.Iovec
+	wrHdr [vnetHdrLen]byte
+
+	// superIn and superOut count TCP super-packets read and written (a packet with
+	// a GSO type in its header), for tests.
+	superIn, superOut atomic.Uint64
+}
+
+// newVnetIO returns the offload path for dev when it is a Linux TUN with virtio-net
+// headers of the default size, or nil (the device is then used through its Read and
+// Write: a TUN handed over as a file descriptor, a test device, another OS).
+func newVnetIO(dev tun.Device) *vnetIO {
+	f := dev.File()
+	if f == nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	ok := false
+	err = rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			return
+		}
+		if err := unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); err != nil {
+			return // not a TUN
+		}
+		if ifr.Uint16()&unix.IFF_VNET_HDR == 0 {
+			return
+		}
+		if sz, err := unix.IoctlGetInt(int(fd), unix.TUNGETVNETHDRSZ); err != nil || sz != vnetHdrLen {
+			return
+		}
+		// TCP segmentation and checksum offload, and nothing else: no UDP GSO.
+		const offloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+		ok = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, offloads) == nil
+	})
+	if err != nil || !ok {
+		return nil
+	}
+	return &vnetIO{rc: rc}
+}
+
+// read reads one packet: its virtio-net header into hdr, the packet into pkt. It
+// returns the packet's length; os.ErrClosed once the device is closed.
+func (v *vnetIO) read(hdr *[vnetHdrLen]byte, pkt []byte) (int, error) {
+	v.rdIov[0].Base = &hdr[0]
+	v.rdIov[0].SetLen(vnetHdrLen)
+	v.rdIov[1].Base = &pkt[0]
+	v.rdIov[1].SetLen(len(pkt))
+	var (
+		n     int
+		errno syscall.Errno
+	)
+	err := v.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&v.rdIov[0])), 2)
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, os.ErrClosed // the file is closed: RawConn says so, not as ErrClosed
+	case errno == unix.EBADFD:
+		return 0, os.ErrClosed // the device is gone
+	case errno != 0:
+		return 0, errno
+	case n < vnetHdrLen:
+		return 0, errShortRead
+	}
+	if hdr[1] != vnetGSONone {
+		v.superIn.Add(1)
+	}
+	return n - vnetHdrLen, nil
+}
+
+// write writes one packet with its virtio-net header, from gVisor's buffers if they
+// are few enough, else through scratch (a buffer of at least 64 KiB). It returns
+// os.ErrClosed once the device is closed.
+func (v *vnetIO) write(pkt *stack.PacketBuffer, scratch []byte) error {
+	putVnetHdr(&v.wrHdr, pkt)
+	iov := v.wrIov[:1]
+	iov[0].Base = &v.wrHdr[0]
+	iov[0].SetLen(vnetHdrLen)
+	slices := pkt.AsSlices()
+	if len(slices) > vnetMaxIovs {
+		b := scratch[:0]
+		for _, s := range slices {
+			b = append(b, s...)
+		}
+		slices = [][]byte{b}
+	}
+	for _, s := range slices {
+		if len(s) == 0 {
+			continue
+		}
+		var vec unix.Iovec
+		vec.Base = &s[0]
+		vec.SetLen(len(s))
+		iov = append(iov, vec)
+	}
+	var errno syscall.Errno
+	err := v.rc.Write(func(fd uintptr) bool {
+		for {
+			_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+			switch e {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			errno = e
+			return true
+		}
+	})
+	clear(iov[1:]) // do not keep gVisor's buffers alive
+	switch {
+	case err != nil, errno == unix.EBADFD:
+		return os.ErrClosed
+	case errno != 0:
+		return errno
+	}
+	if v.wrHdr[1] != vnetGSONone {
+		v.superOut.Add(1)
+	}
+	return nil
+}
