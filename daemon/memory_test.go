@@ -4,16 +4,21 @@ import "testing"
 
 func TestMemoryReturner(t *testing.T) {
 	freed := 0
-	m := &MemoryReturner{MinPeak: 100, Free: func() { freed++ }}
+	m := &MemoryReturner{MinPeak: 100, Settle: 2, Free: func() { freed++ }}
 	steps := []struct {
 		open, freed int
 	}{
 		{10, 0}, {90, 0}, {5, 0}, // a peak below MinPeak: nothing
 		{100, 0}, {400, 0}, {150, 0}, // not yet a quarter of 400
-		{100, 1},        // a quarter of the peak: returned once; 100 is the new peak
-		{50, 1}, {0, 2}, // a quarter of that peak (still >= MinPeak)
-		{1000, 2}, {250, 3}, // a new peak, fallen to a quarter
-		{250, 3}, // and not again without a new peak
+		{100, 1},         // a quarter of the peak: returned; 100 is the new peak
+		{100, 1},         // settling (1 of 2)
+		{101, 1},         // rose above the level: no follow-up
+		{101, 1}, {0, 2}, // a quarter of the peak 101 (still >= MinPeak)
+		{0, 2}, {0, 3}, // settled for 2 observations: the follow-up return
+		{0, 3}, {0, 3}, // and nothing more
+		{1000, 3}, {250, 4}, // a new peak, fallen to a quarter
+		{240, 4}, {230, 5}, // falling further, but not to a quarter: the follow-up
+		{230, 5}, {230, 5}, // not again without a new peak
 	}
 	for i, s := range steps {
 		m.Observe(s.open)
@@ -27,7 +32,13 @@ func TestMemoryReturnerDefault(t *testing.T) {
 	m := &MemoryReturner{}
 	m.Observe(2000)
 	m.Observe(0) // runs debug.FreeOSMemory: must simply work
-	if m.peak != 0 {
-		t.Fatalf("peak %d after returning", m.peak)
+	if m.peak != 0 || m.wait != 3 {
+		t.Fatalf("peak %d, follow-up in %d after returning; want 0, 3", m.peak, m.wait)
+	}
+	for range 3 {
+		m.Observe(0)
+	}
+	if m.wait != 0 {
+		t.Fatalf("follow-up still pending (%d)", m.wait)
 	}
 }
