@@ -51,6 +51,10 @@
 #   BENCH_PERF=DIR  also record `perf` profiles of tetherd up and serve during a
 #                   TCP upload and a download through the tunnel (perf.data and
 #                   the top of `perf report` in DIR)
+#   BENCH_PPROF=1   serve metrics and Go's profiles from tetherd up (127.0.0.1:9470
+#                   in LAPTOP; metrics.pprof) and keep, at every step of the rss
+#                   measure, its heap profile and /metrics in raw/ (rss-*.heap,
+#                   rss-*.metrics: `go tool pprof -sample_index=inuse_space FILE`)
 #   TETHERD, TT_KEEP: as in test/e2e/lib.sh.
 # Safety: as test/e2e/lib.sh. Nothing in the root namespace; every process by PID;
 # cleanup on exit.
@@ -78,6 +82,7 @@ BENCH_UDP_RATE=${BENCH_UDP_RATE:-1G}
 BENCH_UDP_LOW=${BENCH_UDP_LOW:-200M}
 BENCH_HOLD=${BENCH_HOLD:-1000 10000}
 BENCH_DOC=${BENCH_DOC:-}
+BENCH_PPROF_ADDR=127.0.0.1:9470
 BENCH_IMPAIR=${BENCH_IMPAIR:-}
 BENCH_SYSCTL=${BENCH_SYSCTL:-}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
@@ -200,6 +205,7 @@ journal_dir: $WORK/journal
 log:
   level: info
   format: console
+${BENCH_PPROF:+metrics: {listen: "$BENCH_PPROF_ADDR", pprof: true\}}
 EOF
 	)
 	tt_start_up "up-$NSTART" "$uri" --config "$cfg"
@@ -305,6 +311,12 @@ m_rr() {
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# snap_heap NAME: with BENCH_PPROF, tetherd up's heap profile and metrics (raw/).
+snap_heap() {
+	[ -n "${BENCH_PPROF:-}" ] || return 0
+	ip netns exec "$LAPTOP" curl -sf -m 10 -o "$WORK/rss-$1.heap" "http://$BENCH_PPROF_ADDR/debug/pprof/heap" || true
+	ip netns exec "$LAPTOP" curl -sf -m 10 -o "$WORK/rss-$1.metrics" "http://$BENCH_PPROF_ADDR/metrics" || true
+}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo NA; }
 mib() { awk -v k="$1" 'BEGIN { if (k == "NA") print "NA"; else printf "%.1f", k / 1024 }'; }
 
@@ -356,6 +368,7 @@ m_rss() {
 	sleep 2
 	record "$mode" rss_idle_client tunnel "$(mib "$(rss_kib "$UP_PID")")"
 	record "$mode" rss_idle_peer tunnel "$(mib "$(rss_kib "$SERVE_PID")")"
+	snap_heap "$mode-idle"
 	for n in $BENCH_HOLD; do
 		tt_bg "hold-$mode-$n" ip netns exec "$LAPTOP" "$LOADGEN" hold -addr "$TT_INET_IP4:$LOAD_PORT" -n "$n" -c 50 -t 300s
 		tpid=$TT_LAST_PID
@@ -369,10 +382,12 @@ m_rss() {
 		record "$mode" "held_${n}" tunnel "$(awk '/^holding/ {print $2}' "$WORK/hold-$mode-$n.log")"
 		record "$mode" "rss_${n}_client" tunnel "$(mib "$(rss_kib "$UP_PID")")"
 		record "$mode" "rss_${n}_peer" tunnel "$(mib "$(rss_kib "$SERVE_PID")")"
+		snap_heap "$mode-$n"
 		[ -n "$pid" ] && tt_stop "$pid" 10
 		sleep 10
 		record "$mode" "rss_${n}_closed_client" tunnel "$(mib "$(rss_kib "$UP_PID")")"
 		record "$mode" "rss_${n}_closed_peer" tunnel "$(mib "$(rss_kib "$SERVE_PID")")"
+		snap_heap "$mode-$n-closed"
 	done
 	tunnel_stop
 }
@@ -418,7 +433,7 @@ for mode in $BENCH_MODES; do
 done
 END_DATE=$(date -u '+%H:%M UTC')
 mkdir -p "$OUT/raw"
-cp "$WORK"/*.json "$WORK"/*.json.err "$WORK"/up-*.log "$WORK"/serve-*.log "$OUT/raw/" 2>/dev/null || true
+cp "$WORK"/*.json "$WORK"/*.json.err "$WORK"/up-*.log "$WORK"/serve-*.log "$WORK"/rss-* "$OUT/raw/" 2>/dev/null || true
 
 # ---- the table --------------------------------------------------------------------
 
