@@ -18,7 +18,10 @@ import (
 
 // The link between the TUN device and gVisor. Per-packet work dominates the cost of
 // a userspace stack at MTU 1500 (docs/performance.md), so both directions move
-// packets in batches and merge TCP segments into large ones where they can:
+// packets in batches and merge TCP segments into large ones where they can. On a
+// Linux TUN with virtio-net headers the link reads and writes the device itself and
+// TCP segments are never split (the offload path, vnet_linux.go); on any other
+// device (below) it goes through the device's Read and Write:
 //
 //   - Inbound, one goroutine (readLoop) reads a batch from the device (wireguard-go
 //     splits the kernel's GSO super-packets into MTU-sized segments) and passes it
