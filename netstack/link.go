@@ -34,7 +34,7 @@ import (
 //     (writeLoop) writes what has accumulated as one batch: wireguard-go coalesces
 //     the TCP segments of a batch into GSO super-packets (GRO on write), one write
 //     call each, which the kernel delivers to the application as one. The queue is
-//     bounded; a full queue blocks the writer in gVisor (the TCP sender) until the
+//     bounded (in packets and in bytes); a full queue blocks the writer in gVisor (the TCP sender) until the
 //     device caught up: backpressure, not drops. A lone small packet on an idle link
 //     skips the queue and is written by gVisor's goroutine itself (latency).
 
@@ -43,8 +43,11 @@ import (
 const tunOffset = 16
 
 const (
-	// maxWriteQueue bounds the packets waiting for writeLoop.
-	maxWriteQueue = 512
+	// maxWriteQueue bounds the packets waiting for writeLoop, and maxWriteQueueBytes
+	// their bytes: on the offload path a packet is up to 64 KiB, and 512 of them would
+	// be 32 MiB of queue ahead of an interactive flow's packets.
+	maxWriteQueue      = 512
+	maxWriteQueueBytes = 1 << 20
 	// maxWriteBatch bounds the packets of one dev.Write.
 	maxWriteBatch = 64
 	// coalesceCap is the capacity of a write buffer: room for wireguard-go to merge
@@ -76,6 +79,7 @@ type linkEndpoint struct {
 	// (each with a reference of ours).
 	qmu     sync.Mutex
 	queue   []*stack.PacketBuffer
+	qbytes  int                   // the bytes of the packets in queue
 	spare   []*stack.PacketBuffer // the slice writeLoop hands back, reused
 	qclosed bool
 	// writing is set while a batch is being written: by writeLoop, or by
@@ -368,7 +372,7 @@ const inlineWriteMax = 512
 func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	list := pkts.AsSlice()
 	e.qmu.Lock()
-	for len(e.queue) >= maxWriteQueue && !e.qclosed {
+	for (len(e.queue) >= maxWriteQueue || e.qbytes >= maxWriteQueueBytes) && !e.qclosed {
 		e.space.Wait()
 	}
 	if e.qclosed {
@@ -384,6 +388,7 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 	wasEmpty := len(e.queue) == 0
 	for _, pkt := range list {
 		e.queue = append(e.queue, pkt.IncRef())
+		e.qbytes += pkt.Size()
 	}
 	e.qmu.Unlock()
 	if wasEmpty {
@@ -452,7 +457,7 @@ func (e *linkEndpoint) writeLoop() {
 		}
 		if e.qclosed {
 			q := e.queue
-			e.queue = nil
+			e.queue, e.qbytes = nil, 0
 			e.qmu.Unlock()
 			for _, pkt := range q {
 				pkt.DecRef()
@@ -466,6 +471,9 @@ func (e *linkEndpoint) writeLoop() {
 			n := copy(e.queue, e.queue[maxWriteBatch:])
 			clear(e.queue[n:])
 			e.queue = e.queue[:n]
+		}
+		for _, pkt := range batch {
+			e.qbytes -= pkt.Size()
 		}
 		e.spare = nil
 		e.writing = true
