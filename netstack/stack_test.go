@@ -513,3 +513,30 @@ func TestUDPTableEvictsOldest(t *testing.T) {
 		t.Fatalf("table holds %d associations, oldest still there: %v", n, first)
 	}
 }
+
+// TestTimeWaitShort: when the destination closes first, gVisor's endpoint ends in
+// TIME_WAIT once the application closes too. On the TUN, a lossless local link, a
+// minute of TIME_WAIT (the default) only holds memory: a laptop whose servers close
+// first would keep every connection of the last minute. It must be gone in seconds.
+func TestTimeWaitShort(t *testing.T) {
+	srv := listenTCP(t, func(c net.Conn) {
+		c.Write([]byte("bye"))
+		c.Close() // the destination closes first
+	})
+	r := newRig(t, &fakeHandler{tcpTarget: to(srv)})
+	c, err := r.app.DialContextTCPAddrPort(ctx5(t), netip.MustParseAddrPort("203.0.113.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(c); err != nil || string(b) != "bye" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.st.ip.RegisteredEndpoints()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d endpoints still registered 5 s after both sides closed", len(r.st.ip.RegisteredEndpoints()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
