@@ -9,34 +9,45 @@ import "runtime/debug"
 // once a second; when it falls to a quarter of a peak of at least MinPeak, the heap is
 // collected and returned at once (debug.FreeOSMemory: one full GC, rare by design).
 //
-// One return is not enough: when it runs, the flows that just closed are still
-// being torn down (gVisor's endpoints, the session's streams), and what sync.Pools
-// held survives one collection in their victim caches. So once the count has stayed
-// at or below the level of a return for Settle observations, memory is returned once
-// more.
+// One return is not enough: when it runs, most of the flows are still closing, the
+// ones that just closed are still being torn down (gVisor's endpoints, the session's
+// streams), and what sync.Pools held survives one collection in their victim caches.
+// So after a return the count is watched until it has stopped falling for Settle
+// observations (at most maxSettleWait), and then memory is returned once more.
 type MemoryReturner struct {
 	// MinPeak is the smallest peak worth returning memory after. Default 1000.
 	MinPeak int
-	// Settle is how many observations after a return, without the count rising
-	// above its level, the follow-up return waits. Default 3.
+	// Settle is how many observations without a change of the count the follow-up
+	// return waits for. Default 3.
 	Settle int
 	// Free returns the memory; default debug.FreeOSMemory (tests replace it).
 	Free func()
 
 	peak int
-	// level is the count at the last return, and wait the observations left
-	// before the follow-up; 0: none pending.
-	level, wait int
+	// level is the lowest count since the last return, wait the observations left
+	// before the follow-up (0: none pending), and waited how many it has waited.
+	level, wait, waited int
 }
+
+// maxSettleWait bounds the observations a follow-up return waits for a count that
+// keeps falling.
+const maxSettleWait = 30
 
 // Observe records the open flows now, and returns memory if they fell far from
 // their peak, or settled after that.
 func (m *MemoryReturner) Observe(open int) {
 	if m.wait > 0 {
-		if open > m.level {
+		m.waited++
+		switch {
+		case open > m.level:
 			m.wait = 0 // traffic again: the runtime reuses what it holds
-		} else if m.wait--; m.wait == 0 {
-			m.free()
+		case open < m.level && m.waited < maxSettleWait:
+			m.level, m.wait = open, m.settle() // still closing: wait for the end
+		default:
+			if m.wait--; m.wait == 0 || m.waited >= maxSettleWait {
+				m.wait = 0
+				m.free()
+			}
 		}
 	}
 	if open > m.peak {
@@ -50,11 +61,15 @@ func (m *MemoryReturner) Observe(open int) {
 	if m.peak >= minPeak && open <= m.peak/4 {
 		m.free()
 		m.peak, m.level = open, open
-		m.wait = m.Settle
-		if m.wait <= 0 {
-			m.wait = 3
-		}
+		m.wait, m.waited = m.settle(), 0
 	}
+}
+
+func (m *MemoryReturner) settle() int {
+	if m.Settle > 0 {
+		return m.Settle
+	}
+	return 3
 }
 
 func (m *MemoryReturner) free() {

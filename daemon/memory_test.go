@@ -17,14 +17,34 @@ func TestMemoryReturner(t *testing.T) {
 		{0, 2}, {0, 3}, // settled for 2 observations: the follow-up return
 		{0, 3}, {0, 3}, // and nothing more
 		{1000, 3}, {250, 4}, // a new peak, fallen to a quarter
-		{240, 4}, {230, 5}, // falling further, but not to a quarter: the follow-up
-		{230, 5}, {230, 5}, // not again without a new peak
+		{240, 4}, {230, 4}, {200, 4}, // still falling (not to a quarter): no follow-up yet
+		{200, 4}, {200, 5}, // stopped falling for 2 observations: the follow-up
+		{200, 5}, {100, 5}, // not again without a new peak
 	}
 	for i, s := range steps {
 		m.Observe(s.open)
 		if freed != s.freed {
 			t.Fatalf("step %d (open %d): freed %d times, want %d", i, s.open, freed, s.freed)
 		}
+	}
+}
+
+// TestMemoryReturnerSettleBounded: a count that keeps falling a little delays the
+// follow-up return at most maxSettleWait observations.
+func TestMemoryReturnerSettleBounded(t *testing.T) {
+	freed := 0
+	m := &MemoryReturner{MinPeak: 100, Free: func() { freed++ }}
+	m.Observe(100000)
+	m.Observe(25000) // returned
+	for i := 1; i < maxSettleWait; i++ {
+		m.Observe(25000 - i)
+		if freed != 1 {
+			t.Fatalf("observation %d of a falling count: freed %d times, want 1", i, freed)
+		}
+	}
+	m.Observe(25000 - maxSettleWait)
+	if freed != 2 {
+		t.Fatalf("after %d observations of a falling count: freed %d times, want 2", maxSettleWait, freed)
 	}
 }
 
