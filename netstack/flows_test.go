@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tetherd/tetherd/internal/flowtab"
+	"github.com/tetherd/tetherd/internal/testnet"
 )
 
 // idHandler records the flow ids the stack passes to its dials.
@@ -58,21 +59,7 @@ func waitFlows(t *testing.T, st *Stack, what string, cond func([]Flow) bool) []F
 
 func TestFlowsListTCPAndUDP(t *testing.T) {
 	echo := listenTCP(t, func(c net.Conn) { defer c.Close(); io.Copy(c, c) })
-	uecho, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer uecho.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := uecho.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			uecho.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	uecho := testnet.ServeUDPEcho(t)
 	h := &idHandler{Handler: &fakeHandler{
 		tcpTarget: func(dst netip.AddrPort) (string, error) {
 			if dst.Port() == 9 {
@@ -80,7 +67,7 @@ func TestFlowsListTCPAndUDP(t *testing.T) {
 			}
 			return echo, nil
 		},
-		udpTarget: uecho.LocalAddr().String(),
+		udpTarget: uecho.String(),
 	}}
 	r := newRig(t, h)
 

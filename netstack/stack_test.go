@@ -189,6 +189,17 @@ func TestTCPLargeAndHalfClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	exchangeHalfClose(t, c, size, reply, gotUp)
+}
+
+// exchangeHalfClose sends size random bytes on c and half-closes it; the destination
+// reports the sha256 of what it received on gotUp, then sends reply and closes, which
+// must arrive whole.
+func exchangeHalfClose(t testing.TB, c interface {
+	io.ReadWriter
+	CloseWrite() error
+}, size int, reply []byte, gotUp <-chan [32]byte) {
+	t.Helper()
 	up := make([]byte, size)
 	rand.Read(up)
 	if _, err := c.Write(up); err != nil {
@@ -202,7 +213,7 @@ func TestTCPLargeAndHalfClose(t *testing.T) {
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, c)
-	if err != nil || n != size || [32]byte(h.Sum(nil)) != sha256.Sum256(reply) {
+	if err != nil || n != int64(len(reply)) || [32]byte(h.Sum(nil)) != sha256.Sum256(reply) {
 		t.Fatalf("download: %d bytes, %v", n, err)
 	}
 }
@@ -272,19 +283,8 @@ func TestUDPEndpointIndependent(t *testing.T) {
 // TestUDPLargeDatagram: a reply larger than the MTU is fragmented by the stack and
 // reassembled by the application.
 func TestUDPLargeDatagram(t *testing.T) {
-	echo, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	r := newRig(t, &fakeHandler{udpTarget: echo.LocalAddr().String()})
+	echo := testnet.ServeUDPEcho(t)
+	r := newRig(t, &fakeHandler{udpTarget: echo.String()})
 	c, err := r.app.DialUDPAddrPort(netip.AddrPortFrom(appV4, 40001), netip.MustParseAddrPort("198.51.100.1:9"))
 	if err != nil {
 		t.Fatal(err)

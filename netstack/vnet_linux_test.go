@@ -37,23 +37,7 @@ func TestOffloadPathRealTUN(t *testing.T) {
 	reply := make([]byte, size)
 	rand.Read(reply)
 	gotUp := make(chan [32]byte, 2)
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoDone := make(chan struct{})
-	defer func() { echo.Close(); <-echoDone }()
-	go func() {
-		defer close(echoDone)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	echo := testnet.ServeUDPEcho(t)
 	srv := listenTCP(t, func(c net.Conn) {
 		defer c.Close()
 		h := sha256.New()
@@ -62,7 +46,7 @@ func TestOffloadPathRealTUN(t *testing.T) {
 		c.Write(reply)
 	})
 	// The MTU is given: the device's MTU() asks in the test's own namespace.
-	st, err := New(dev, &fakeHandler{tcpTarget: to(srv), udpTarget: echo.LocalAddr().String()}, Options{MTU: 1500, Logger: zaptest.NewLogger(t), DialTimeout: 3 * time.Second})
+	st, err := New(dev, &fakeHandler{tcpTarget: to(srv), udpTarget: echo.String()}, Options{MTU: 1500, Logger: zaptest.NewLogger(t), DialTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,23 +60,8 @@ func TestOffloadPathRealTUN(t *testing.T) {
 			in, out := v.superIn.Load(), v.superOut.Load()
 			c := ns.dial(t, dst)
 			defer c.Close()
-			up := make([]byte, size)
-			rand.Read(up)
 			c.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := c.Write(up); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			if <-gotUp != sha256.Sum256(up) {
-				t.Fatal("upload corrupted")
-			}
-			h := sha256.New()
-			n, err := io.Copy(h, c)
-			if err != nil || n != size || [32]byte(h.Sum(nil)) != sha256.Sum256(reply) {
-				t.Fatalf("download: %d bytes, %v", n, err)
-			}
+			exchangeHalfClose(t, c.(*net.TCPConn), size, reply, gotUp)
 			in, out = v.superIn.Load()-in, v.superOut.Load()-out
 			t.Logf("super-packets: %d read, %d written", in, out)
 			// 8 MiB in 64 KiB super-packets is 128; allow for smaller ones.

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/tetherd/tetherd/internal/testnet"
 	"github.com/tetherd/tetherd/transport"
 	"github.com/tetherd/tetherd/transport/wire"
 )
@@ -241,23 +242,7 @@ func TestSOCKSAuth(t *testing.T) {
 
 func TestSOCKSUDPAssociate(t *testing.T) {
 	e := newEnv(t, nil)
-	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := uc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			uc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	})
-	defer func() { uc.Close(); wg.Wait() }()
-	echoAddr := uc.LocalAddr().(*net.UDPAddr).AddrPort()
+	echoAddr := testnet.ServeUDPEcho(t)
 
 	c := e.dial()
 	c.Write([]byte{5, 1, 0})

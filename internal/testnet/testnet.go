@@ -56,3 +56,30 @@ func PingPong(b *testing.B, c net.Conn) {
 		}
 	}
 }
+
+// ServeUDPEcho starts a UDP server on 127.0.0.1 that sends every datagram (up to
+// 64 KiB) back to its sender, and returns its address. The test's cleanup closes it
+// and waits for its goroutine.
+func ServeUDPEcho(t testing.TB) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	})
+	t.Cleanup(func() {
+		c.Close()
+		wg.Wait()
+	})
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
