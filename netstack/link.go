@@ -34,9 +34,10 @@ import (
 //     (writeLoop) writes what has accumulated as one batch: wireguard-go coalesces
 //     the TCP segments of a batch into GSO super-packets (GRO on write), one write
 //     call each, which the kernel delivers to the application as one. The queue is
-//     bounded (in packets and in bytes); a full queue blocks the writer in gVisor (the TCP sender) until the
-//     device caught up: backpressure, not drops. A lone small packet on an idle link
-//     skips the queue and is written by gVisor's goroutine itself (latency).
+//     bounded, in packets and in bytes; a full queue blocks the writer in gVisor
+//     (the TCP sender) until the device caught up: backpressure, not drops. A lone
+//     small packet on an idle link skips the queue and is written by gVisor's
+//     goroutine itself (latency).
 
 // tunOffset is the headroom every buffer handed to the tun.Device has: Linux needs room
 // for the virtio-net header when offloads are on, macOS for the 4-byte family header.
@@ -401,7 +402,7 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 func (e *linkEndpoint) writeInline(pkt *stack.PacketBuffer) {
 	var err error
 	if e.vnet != nil {
-		err = e.writeVnet(pkt)
+		err = e.vnet.write(pkt)
 	} else {
 		bp, b := e.copyOut(pkt)
 		e.one = append(e.one[:0], b)
@@ -505,14 +506,6 @@ func (e *linkEndpoint) writeLoop() {
 	}
 }
 
-// writeVnet writes one packet on the offload path; the caller holds writing.
-func (e *linkEndpoint) writeVnet(pkt *stack.PacketBuffer) error {
-	bp := e.bufPool.Get().(*[]byte)
-	err := e.vnet.write(pkt, *bp)
-	e.bufPool.Put(bp)
-	return err
-}
-
 // writeBatchVnet is writeLoop's write of a batch on the offload path: one writev per
 // packet, each a GSO super-packet or a packet of its own (nothing to merge: gVisor's
 // TCP hands over segments of up to 64 KiB). It releases the batch and writing.
@@ -520,7 +513,7 @@ func (e *linkEndpoint) writeBatchVnet(batch []*stack.PacketBuffer) {
 	var err error
 	for _, pkt := range batch {
 		if err == nil || !errors.Is(err, os.ErrClosed) {
-			if werr := e.writeVnet(pkt); werr != nil {
+			if werr := e.vnet.write(pkt); werr != nil {
 				err = werr
 			}
 		}

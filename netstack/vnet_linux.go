@@ -46,6 +46,8 @@ type vnetIO struct {
 	rdIov [2]unix.Iovec
 	wrIov [vnetMaxIovs + 1]unix.Iovec
 	wrHdr [vnetHdrLen]byte
+	// scratch holds a packet in too many pieces for one writev, made when needed.
+	scratch []byte
 
 	// superIn and superOut count TCP super-packets read and written (a packet with
 	// a GSO type in its header), for tests.
@@ -130,19 +132,20 @@ func (v *vnetIO) read(hdr *[vnetHdrLen]byte, pkt []byte) (int, error) {
 }
 
 // write writes one packet with its virtio-net header, from gVisor's buffers if they
-// are few enough, else through scratch (a buffer of at least 64 KiB). It returns
-// os.ErrClosed once the device is closed.
-func (v *vnetIO) write(pkt *stack.PacketBuffer, scratch []byte) error {
+// are few enough, else copied into one. It returns os.ErrClosed once the device is
+// closed.
+func (v *vnetIO) write(pkt *stack.PacketBuffer) error {
 	putVnetHdr(&v.wrHdr, pkt)
 	iov := v.wrIov[:1]
 	iov[0].Base = &v.wrHdr[0]
 	iov[0].SetLen(vnetHdrLen)
 	slices := pkt.AsSlices()
 	if len(slices) > vnetMaxIovs {
-		b := scratch[:0]
+		b := v.scratch[:0]
 		for _, s := range slices {
 			b = append(b, s...)
 		}
+		v.scratch = b
 		slices = [][]byte{b}
 	}
 	for _, s := range slices {

@@ -3,6 +3,7 @@
 package netstack
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap/zaptest"
 	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // TestOffloadPathRealTUN runs the Stack on a real Linux TUN (wireguard-go's, with
@@ -264,4 +267,48 @@ type zeroReader struct{}
 func (zeroReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestVnetWritePieces: a packet whose bytes lie in more pieces than one writev takes
+// (a segment made of many small writes) is copied and written whole, like one in a
+// few pieces: virtio-net header, IP and TCP headers, payload in order.
+func TestVnetWritePieces(t *testing.T) {
+	for _, pieces := range []int{3, vnetMaxIovs + 36} {
+		t.Run(fmt.Sprint(pieces), func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			rc, err := w.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := &vnetIO{rc: rc}
+			var payload buffer.Buffer
+			var want []byte
+			for i := range pieces {
+				piece := bytes.Repeat([]byte{byte(i + 1)}, 64) // a full chunk: not merged with the next
+				payload.Append(buffer.NewViewWithData(piece))
+				want = append(want, piece...)
+			}
+			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{ReserveHeaderBytes: 60, Payload: payload})
+			defer pkt.DecRef()
+			copy(pkt.TransportHeader().Push(20), bytes.Repeat([]byte{0xee}, 20))
+			copy(pkt.NetworkHeader().Push(20), bytes.Repeat([]byte{0xdd}, 20))
+			if got := len(pkt.AsSlices()); (got > vnetMaxIovs) != (pieces > vnetMaxIovs) {
+				t.Fatalf("%d pieces in the packet buffer", got)
+			}
+			want = append(append(append(make([]byte, vnetHdrLen), bytes.Repeat([]byte{0xdd}, 20)...), bytes.Repeat([]byte{0xee}, 20)...), want...)
+			if err := v.write(pkt); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			got, err := io.ReadAll(r)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("wrote %d bytes (%v), want %d:\n%x\n%x", len(got), err, len(want), got, want)
+			}
+		})
+	}
 }

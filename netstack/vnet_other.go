@@ -18,4 +18,4 @@ func newVnetIO(tun.Device) *vnetIO { return nil }
 var errNoVnet = errors.New("no virtio-net offload path on this system")
 
 func (*vnetIO) read(*[vnetHdrLen]byte, []byte) (int, error) { return 0, errNoVnet }
-func (*vnetIO) write(*stack.PacketBuffer, []byte) error     { return errNoVnet }
+func (*vnetIO) write(*stack.PacketBuffer) error             { return errNoVnet }
