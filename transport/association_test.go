@@ -5,8 +5,6 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"github.com/tetherd/tetherd/transport/wire"
 )
 
 // TestAssociationWaitRead: WaitRead returns once a datagram is queued (and leaves it
@@ -14,15 +12,8 @@ import (
 func TestAssociationWaitRead(t *testing.T) {
 	h := newHarness(t, nil)
 	s := h.dial(nil)
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	a, err := s.OpenUDP(ctxT(t), wire.AddrFromAddrPort(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := listenUDP(t, "")
+	a := openUDP(t, s, pc)
 	// Nothing queued: WaitRead blocks until the deadline.
 	a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if err := a.WaitRead(); !errors.Is(err, ErrTimeout) {

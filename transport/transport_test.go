@@ -81,6 +81,45 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
+// listenUDP returns a UDP socket on 127.0.0.1, closed at the test's end. With a
+// non-empty prefix it answers every datagram with prefix + the datagram, from a
+// goroutine the cleanup waits for.
+func listenUDP(t testing.TB, prefix string) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		pc.Close()
+		wg.Wait()
+	})
+	if prefix != "" {
+		wg.Go(func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(append([]byte(prefix), buf[:n]...), from)
+			}
+		})
+	}
+	return pc
+}
+
+// openUDP opens an association of s to pc's address.
+func openUDP(t testing.TB, s *Session, pc net.PacketConn) *Association {
+	t.Helper()
+	a, err := s.OpenUDP(ctxT(t), wire.AddrFromAddrPort(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func TestTCPEcho(t *testing.T) {
 	h := newHarness(t, nil)
 	s := h.dial(nil)
@@ -599,21 +638,7 @@ func TestPinnedTLS(t *testing.T) {
 // TestPeerResolver: the well-known resolver name reaches the peer's own DNS servers,
 // over UDP and TCP, even where the policy would refuse their addresses (loopback here).
 func TestPeerResolver(t *testing.T) {
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("answer:"), buf[:n]...), from)
-		}
-	}()
+	pc := listenUDP(t, "answer:")
 	udpAddr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	tcpDst := listen(t, echo)
 	h := newHarness(t, func(s *Server) {

@@ -17,26 +17,8 @@ import (
 func TestUDPAssociation(t *testing.T) {
 	h := newHarness(t, nil)
 	s := h.dial(nil)
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
-	dst := wire.AddrFromAddrPort(pc.LocalAddr().(*net.UDPAddr).AddrPort())
-	a, err := s.OpenUDP(ctxT(t), dst)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := listenUDP(t, "echo:")
+	a := openUDP(t, s, pc)
 	defer a.Close()
 	if _, err := a.WriteTo([]byte("ping"), pc.LocalAddr()); err != nil {
 		t.Fatal(err)
@@ -81,12 +63,8 @@ func (h *harness) srvDropped() uint64 {
 func TestUDPDropsUnderPressure(t *testing.T) {
 	h := newHarness(t, nil)
 	s := h.dial(&DialOptions{Config: &Config{DgramQueue: 16 << 10}})
-	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0")
-	defer pc.Close()
-	a, err := s.OpenUDP(ctxT(t), wire.AddrFromAddrPort(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := listenUDP(t, "")
+	a := openUDP(t, s, pc)
 	defer a.Close()
 	payload := make([]byte, 1200)
 	start := time.Now()
@@ -144,12 +122,8 @@ func TestICMPEcho(t *testing.T) {
 func TestGoAwayEndsAssociations(t *testing.T) {
 	h := newHarness(t, nil)
 	s := h.dial(nil)
-	pc, _ := net.ListenPacket("udp4", "127.0.0.1:0")
-	defer pc.Close()
-	a, err := s.OpenUDP(ctxT(t), wire.AddrFromAddrPort(pc.LocalAddr().(*net.UDPAddr).AddrPort()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc := listenUDP(t, "")
+	a := openUDP(t, s, pc)
 	defer a.Close()
 	start := time.Now()
 	if err := h.srv.Shutdown(ctxT(t)); err != nil {
@@ -164,7 +138,7 @@ func TestGoAwayEndsAssociations(t *testing.T) {
 		t.Error("GoingAway not closed")
 	}
 	a.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err = a.ReadFrom(make([]byte, 10))
+	_, _, err := a.ReadFrom(make([]byte, 10))
 	var se *StreamError
 	if !errors.As(err, &se) && !errors.Is(err, ErrSessionClosed) {
 		t.Fatalf("association after GOAWAY: %v", err)
