@@ -103,17 +103,9 @@ func (v *vnetIO) read(hdr *[vnetHdrLen]byte, pkt []byte) (int, error) {
 		errno syscall.Errno
 	)
 	err := v.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&v.rdIov[0])), 2)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
+		var ready bool
+		n, errno, ready = iovecCall(unix.SYS_READV, fd, v.rdIov[:])
+		return ready
 	})
 	switch {
 	case err != nil:
@@ -159,17 +151,9 @@ func (v *vnetIO) write(pkt *stack.PacketBuffer) error {
 	}
 	var errno syscall.Errno
 	err := v.rc.Write(func(fd uintptr) bool {
-		for {
-			_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			errno = e
-			return true
-		}
+		var ready bool
+		_, errno, ready = iovecCall(unix.SYS_WRITEV, fd, iov)
+		return ready
 	})
 	clear(iov[1:]) // do not keep gVisor's buffers alive
 	switch {
@@ -182,4 +166,20 @@ func (v *vnetIO) write(pkt *stack.PacketBuffer) error {
 		v.superOut.Add(1)
 	}
 	return nil
+}
+
+// iovecCall runs readv or writev (trap) on fd with iov, again after EINTR. It tells a
+// RawConn callback whether the descriptor was ready: false on EAGAIN (the poller then
+// waits), else true with the result and errno.
+func iovecCall(trap, fd uintptr, iov []unix.Iovec) (n int, errno syscall.Errno, ready bool) {
+	for {
+		r, _, e := unix.Syscall(trap, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, 0, false
+		}
+		return int(r), e, true
+	}
 }
