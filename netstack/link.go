@@ -3,6 +3,7 @@ package netstack
 import (
 	"errors"
 	"os"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -37,7 +38,11 @@ import (
 //     bounded, in packets and in bytes; a full queue blocks the writer in gVisor
 //     (the TCP sender) until the device caught up: backpressure, not drops. A lone
 //     small packet on an idle link skips the queue and is written by gVisor's
-//     goroutine itself (latency).
+//     goroutine itself (latency). A small packet of a flow that has nothing queued
+//     (an interactive reply, an ACK, a DNS answer) goes ahead of the bulk flows'
+//     packets (sparse flows first, as fq_codel does): a full queue is about 2 ms of
+//     a download here, and an interactive exchange would otherwise wait that long at
+//     every turn. Packets of one flow never overtake each other.
 
 // tunOffset is the headroom every buffer handed to the tun.Device has: Linux needs room
 // for the virtio-net header when offloads are on, macOS for the 4-byte family header.
@@ -51,6 +56,15 @@ const (
 	maxWriteQueueBytes = 1 << 20
 	// maxWriteBatch bounds the packets of one dev.Write.
 	maxWriteBatch = 64
+	// sparseMax is the largest packet that may go ahead of the queue, and
+	// maxSparse how many may be ahead at once (beyond it they queue in order; a
+	// lone sparse packet may then also exceed the queue's bounds by that many).
+	sparseMax = 1500
+	maxSparse = 64
+	// flowBuckets is the size of the table that counts queued packets by flow
+	// (stack.PacketBuffer.Hash: random per TCP connection, 0 for other packets).
+	// Flows that share a bucket only lose the right to go first.
+	flowBuckets = 256
 	// coalesceCap is the capacity of a write buffer: room for wireguard-go to merge
 	// segments into a packet of up to 64 KiB.
 	coalesceCap = tunOffset + 1<<16
@@ -78,10 +92,15 @@ type linkEndpoint struct {
 
 	// The outbound queue, guarded by qmu. queue holds packets gVisor handed over
 	// (each with a reference of ours).
-	qmu     sync.Mutex
-	queue   []*stack.PacketBuffer
-	qbytes  int                   // the bytes of the packets in queue
-	spare   []*stack.PacketBuffer // the slice writeLoop hands back, reused
+	qmu    sync.Mutex
+	queue  []*stack.PacketBuffer
+	qbytes int // the bytes of the packets in queue
+	// nsparse is how many packets at the front of queue went ahead of the others;
+	// flows counts by flow bucket the packets in queue and those taken by the
+	// writer and not yet written.
+	nsparse int
+	flows   [flowBuckets]uint16
+	spare   []*stack.PacketBuffer // the slice writeLoop hands back, reused (writeLoop's only)
 	qclosed bool
 	// writing is set while a batch is being written: by writeLoop, or by
 	// WritePackets itself for a lone small packet that finds the queue empty (see
@@ -373,7 +392,8 @@ const inlineWriteMax = 512
 func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	list := pkts.AsSlice()
 	e.qmu.Lock()
-	for (len(e.queue) >= maxWriteQueue || e.qbytes >= maxWriteQueueBytes) && !e.qclosed {
+	for (len(e.queue) >= maxWriteQueue || e.qbytes >= maxWriteQueueBytes) && !e.qclosed &&
+		!(len(list) == 1 && e.sparseLocked(list[0])) {
 		e.space.Wait()
 	}
 	if e.qclosed {
@@ -388,7 +408,13 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 	}
 	wasEmpty := len(e.queue) == 0
 	for _, pkt := range list {
-		e.queue = append(e.queue, pkt.IncRef())
+		if e.sparseLocked(pkt) {
+			e.queue = slices.Insert(e.queue, e.nsparse, pkt.IncRef())
+			e.nsparse++
+		} else {
+			e.queue = append(e.queue, pkt.IncRef())
+		}
+		e.flows[pkt.Hash%flowBuckets]++
 		e.qbytes += pkt.Size()
 	}
 	e.qmu.Unlock()
@@ -396,6 +422,13 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		e.work.Signal()
 	}
 	return len(list), nil
+}
+
+// sparseLocked tells whether pkt may go ahead of the queue: a small packet, not a
+// GSO segment, of a flow with nothing queued or being written. qmu is held.
+func (e *linkEndpoint) sparseLocked(pkt *stack.PacketBuffer) bool {
+	return e.nsparse < maxSparse && pkt.Size() <= sparseMax &&
+		pkt.GSOOptions.Type == stack.GSONone && e.flows[pkt.Hash%flowBuckets] == 0
 }
 
 // writeInline writes pkt to the device; the caller set writing.
@@ -458,21 +491,34 @@ func (e *linkEndpoint) writeLoop() {
 		}
 		if e.qclosed {
 			q := e.queue
-			e.queue, e.qbytes = nil, 0
+			e.queue, e.qbytes, e.nsparse, e.flows = nil, 0, 0, [flowBuckets]uint16{}
 			e.qmu.Unlock()
 			for _, pkt := range q {
 				pkt.DecRef()
 			}
 			return
 		}
-		if len(e.queue) <= maxWriteBatch {
+		// On the offload path packets are written one by one (a writev each); it
+		// takes at most 64 KiB at a time, so that a sparse packet queued meanwhile
+		// waits for no more than that.
+		limit := min(len(e.queue), maxWriteBatch)
+		if e.vnet != nil {
+			n, size := 1, e.queue[0].Size()
+			for n < limit && size+e.queue[n].Size() <= 1<<16 {
+				size += e.queue[n].Size()
+				n++
+			}
+			limit = n
+		}
+		if len(e.queue) <= limit {
 			batch, e.queue = e.queue, e.spare[:0]
 		} else {
-			batch = append(e.spare[:0], e.queue[:maxWriteBatch]...)
-			n := copy(e.queue, e.queue[maxWriteBatch:])
+			batch = append(e.spare[:0], e.queue[:limit]...)
+			n := copy(e.queue, e.queue[limit:])
 			clear(e.queue[n:])
 			e.queue = e.queue[:n]
 		}
+		e.nsparse -= min(e.nsparse, len(batch))
 		for _, pkt := range batch {
 			e.qbytes -= pkt.Size()
 		}
@@ -488,16 +534,11 @@ func (e *linkEndpoint) writeLoop() {
 		bufs, held = bufs[:0], held[:0]
 		for _, pkt := range batch {
 			bp, b := e.copyOut(pkt)
-			pkt.DecRef()
 			held = append(held, bp)
 			bufs = append(bufs, b)
 		}
-		clear(batch)
 		_, err := e.dev.Write(bufs, tunOffset)
-		e.qmu.Lock()
-		e.spare = batch[:0]
-		e.writing = false
-		e.qmu.Unlock()
+		e.doneWriting(batch)
 		for _, bp := range held {
 			e.bufPool.Put(bp)
 		}
@@ -517,12 +558,23 @@ func (e *linkEndpoint) writeBatchVnet(batch []*stack.PacketBuffer) {
 				err = werr
 			}
 		}
+	}
+	e.doneWriting(batch)
+	e.writeFailed(err)
+}
+
+// doneWriting ends writeLoop's write of batch: its packets no longer count for their
+// flows, the device is free, and the packets are released.
+func (e *linkEndpoint) doneWriting(batch []*stack.PacketBuffer) {
+	e.qmu.Lock()
+	for _, pkt := range batch {
+		e.flows[pkt.Hash%flowBuckets]--
+	}
+	e.writing = false
+	e.qmu.Unlock()
+	for _, pkt := range batch {
 		pkt.DecRef()
 	}
 	clear(batch)
-	e.qmu.Lock()
-	e.spare = batch[:0]
-	e.writing = false
-	e.qmu.Unlock()
-	e.writeFailed(err)
+	e.spare = batch[:0] // only writeLoop uses spare
 }

@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,6 +87,84 @@ func TestWriteQueueBoundedInBytes(t *testing.T) {
 			accepted++
 		case <-time.After(5 * time.Second):
 			t.Fatalf("writes did not go on once the device took packets again: %d of %d", accepted, n)
+		}
+	}
+}
+
+// recordDev is a tun.Device whose first Write blocks until release is closed, and
+// which records the first byte of every packet written.
+type recordDev struct {
+	gateDev
+	release chan struct{}
+	mu      sync.Mutex
+	calls   int
+	written []byte
+}
+
+func (d *recordDev) Write(bufs [][]byte, off int) (int, error) {
+	d.mu.Lock()
+	d.calls++
+	first := d.calls == 1
+	d.mu.Unlock()
+	if first {
+		select {
+		case <-d.release:
+		case <-d.closed:
+			return 0, os.ErrClosed
+		}
+	}
+	d.mu.Lock()
+	for _, b := range bufs {
+		d.written = append(d.written, b[off])
+	}
+	d.mu.Unlock()
+	return len(bufs), nil
+}
+
+// TestSparseFlowsFirst: while the device is busy, a small packet of a flow with
+// nothing queued goes ahead of the queued bulk packets; packets of one flow keep
+// their order (a small packet of a flow that has packets queued waits behind them).
+func TestSparseFlowsFirst(t *testing.T) {
+	dev := &recordDev{gateDev: gateDev{closed: make(chan struct{})}, release: make(chan struct{})}
+	e := newLinkEndpoint(dev, 1500, zap.NewNop(), nil)
+	e.Attach(&countDispatcher{})
+	defer func() { dev.Close(); e.Wait() }()
+
+	write := func(id byte, size int, flow uint32) {
+		t.Helper()
+		data := make([]byte, size)
+		data[0] = id
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(data)})
+		pkt.Hash = flow
+		var l stack.PacketBufferList
+		l.PushBack(pkt)
+		if _, err := e.WritePackets(l); err != nil {
+			t.Fatal(err)
+		}
+		pkt.DecRef()
+	}
+	write('a', 60000, 1) // taken by writeLoop, which then blocks in Write
+	waitFor(t, "the first write", func() bool { dev.mu.Lock(); defer dev.mu.Unlock(); return dev.calls == 1 })
+	write('b', 60000, 1)
+	write('c', 60000, 1)
+	write('d', 100, 1) // small, but flow 1 has packets queued: behind them
+	write('e', 100, 2) // small, flow 2 has none: ahead of everything queued
+	write('f', 100, 2) // flow 2 has 'e' queued: behind the queue, after 'e'
+	write('g', 1400, 3)
+	write('h', 60000, 4) // large: never ahead
+	close(dev.release)
+	waitFor(t, "every packet written", func() bool { dev.mu.Lock(); defer dev.mu.Unlock(); return len(dev.written) == 8 })
+	if got, want := string(dev.written), "aegbcdfh"; got != want {
+		t.Fatalf("written in the order %q, want %q", got, want)
+	}
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
 }
