@@ -164,7 +164,8 @@ type LogConfig struct {
 type LimitsConfig struct {
 	// InitialWindow is the credit granted for every new stream. Default 256KiB.
 	InitialWindow Size `yaml:"initial_window"`
-	// MaxWindow is the largest a stream window grows to. Default 16MiB.
+	// MaxWindow is the largest a stream window grows to (it grows while it limits a
+	// transfer and the link has no queue). Default 16MiB.
 	MaxWindow Size `yaml:"max_window"`
 	// SessionWindow caps the sum of the stream windows of a session. Default 64MiB.
 	SessionWindow Size `yaml:"session_window"`

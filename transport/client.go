@@ -290,8 +290,8 @@ func (c *Session) open(ctx context.Context, opened <-chan struct{}, openErr func
 // Ping sends a PING and returns the round-trip time.
 func (c *Session) Ping(ctx context.Context) (time.Duration, error) { return c.s.Ping(ctx) }
 
-// RTT returns the smoothed round-trip time of the keepalive pings, 0 before the first.
-func (c *Session) RTT() time.Duration { return time.Duration(c.s.rtt.Load()) }
+// RTT returns the smoothed round-trip time of the session's pings, 0 before the first.
+func (c *Session) RTT() time.Duration { return c.s.rtt.smoothedRTT() }
 
 // Stats returns the session's counters.
 func (c *Session) Stats() Stats { return c.s.Stats() }

@@ -123,13 +123,10 @@ type session struct {
 	err       error
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
-	rtt      atomic.Int64 // smoothed RTT in nanoseconds, 0 until measured
-	// minRTT is the smallest RTT measured in the last minRTTWindow (nanoseconds, 0
-	// until measured; minRTTAt is when it was measured). Written by onPong only.
-	minRTT, minRTTAt atomic.Int64
-	pingMu           sync.Mutex
-	pingSent         map[[8]byte]time.Time
-	pingWait         map[[8]byte]chan time.Duration
+	rtt      rttStats
+	pingMu   sync.Mutex
+	pingSent map[[8]byte]time.Time
+	pingWait map[[8]byte]chan time.Duration
 
 	bytesSent, bytesRecv, wireSent, wireRecv atomic.Uint64
 	dgramsSent, dgramsRecv, dgramsDropped    atomic.Uint64
@@ -284,7 +281,7 @@ func (s *session) Stats() Stats {
 	st.DgramsReceived = s.dgramsRecv.Load()
 	st.DgramsDropped = s.dgramsDropped.Load()
 	st.StreamsTotal = s.streamsTotal.Load()
-	st.RTT = time.Duration(s.rtt.Load())
+	st.RTT = s.rtt.smoothedRTT()
 	return st
 }
 
@@ -438,7 +435,7 @@ func (s *session) handle(h wire.Header, p []byte) error {
 		var data [8]byte
 		copy(data[:], p)
 		if h.Flags&wire.FlagACK == 0 {
-			return s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, true, data) })
+			return s.queuePong(data)
 		}
 		s.onPong(data)
 		return nil
@@ -653,13 +650,26 @@ func (s *session) keepaliveLoop() {
 func (s *session) sendPing() ([8]byte, error) {
 	var key [8]byte
 	_, _ = rand.Read(key[:])
+	return key, s.queuePing(key)
+}
+
+// queuePing queues a PING with key and notes when it left.
+func (s *session) queuePing(key [8]byte) error {
 	s.pingMu.Lock()
 	if len(s.pingSent) > 64 { // answers that never came; forget them
 		clear(s.pingSent)
 	}
 	s.pingSent[key] = time.Now()
 	s.pingMu.Unlock()
-	return key, s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, false, key) })
+	return s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, false, key) })
+}
+
+// probe sends a PING to measure the queueing delay while stream data flows to this
+// side, unless one is unanswered or the last left moments ago (see rtt.go).
+func (s *session) probe(now time.Time) {
+	if key, ok := s.rtt.startProbe(now); ok {
+		_ = s.queuePing(key)
+	}
 }
 
 func (s *session) onPong(key [8]byte) {
@@ -669,22 +679,14 @@ func (s *session) onPong(key [8]byte) {
 	ch := s.pingWait[key]
 	delete(s.pingWait, key)
 	s.pingMu.Unlock()
+	s.rtt.pong(key)
 	if !ok {
 		return
 	}
-	rtt := time.Since(sent)
-	now := time.Now().UnixNano()
-	if m := s.minRTT.Load(); m == 0 || int64(rtt) <= m || now-s.minRTTAt.Load() > int64(minRTTWindow) {
-		s.minRTT.Store(int64(rtt))
-		s.minRTTAt.Store(now)
-	}
-	if old := s.rtt.Load(); old == 0 {
-		s.rtt.Store(int64(rtt))
-	} else {
-		s.rtt.Store(old - old/8 + int64(rtt)/8)
-	}
+	now := time.Now()
+	s.rtt.add(sent, now)
 	if ch != nil {
-		ch <- rtt
+		ch <- now.Sub(sent)
 	}
 }
 
@@ -714,22 +716,6 @@ func (s *session) Ping(ctx context.Context) (time.Duration, error) {
 	case <-s.done:
 		return 0, ErrSessionClosed
 	}
-}
-
-// minRTTWindow is how long the smallest RTT measured is remembered: long enough to
-// span the busy periods of a bulk transfer, short enough to follow a new path.
-const minRTTWindow = 30 * time.Second
-
-// baseRTT is the path's RTT without the queueing of the session's own traffic: the
-// smallest RTT measured recently, or 1 ms before the first measurement. A PING
-// answered during a bulk transfer waits behind the data in both WebSocket buffers;
-// sizing the stream windows by that inflated RTT would let them grow until they fill
-// those buffers (a queue every other stream waits behind).
-func (s *session) baseRTT() time.Duration {
-	if r := s.minRTT.Load(); r > 0 {
-		return time.Duration(r)
-	}
-	return time.Millisecond
 }
 
 // ---- graceful shutdown ----

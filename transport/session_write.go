@@ -40,6 +40,26 @@ func (s *session) queuePri(fn func([]byte) []byte) error {
 	return nil
 }
 
+// queuePong answers a PING with key behind the stream data already queued, not ahead
+// of it like other control frames: the other side's RTT then measures the queue its
+// streams' data waits in (rtt.go). It never blocks; a peer that sends PINGs and reads
+// nothing ends the session once 4 MiB beyond the data queue's bound piled up.
+func (s *session) queuePong(key [8]byte) error {
+	if !s.lockOpen() {
+		return ErrSessionClosed
+	}
+	s.data = wire.AppendPing(s.data, true, key)
+	s.lastDataOK = false
+	over := len(s.data) > s.cfg.WriteBuffer+4<<20
+	s.wmu.Unlock()
+	if over {
+		s.shutdown(&SessionError{Reason: "peer does not read: more than 4 MiB of PING answers queued"})
+		return ErrSessionClosed
+	}
+	s.wake.signal()
+	return nil
+}
+
 // queueDgram appends a DGRAM frame unless the datagram queue is full, in which case the
 // datagram is dropped and counted. It never blocks.
 func (s *session) queueDgram(stream uint32, a wire.Addr, p []byte) error {

@@ -32,11 +32,12 @@ type Stream struct {
 	recvq      []*[]byte // received chunks, oldest first; recvq[0] is read from roff
 	roff       int
 	buffered   int
-	recvWindow int   // current window size
-	recvCredit int   // bytes the other side may still send
-	unacked    int   // consumed bytes not yet returned as credit
-	extra      int64 // window beyond the initial one, charged to the session budget
-	lastUpdate time.Time
+	recvWindow int       // current window size
+	recvCredit int       // bytes the other side may still send
+	unacked    int       // consumed bytes not yet returned as credit
+	extra      int64     // window beyond the initial one, charged to the session budget
+	lastUpdate time.Time // when credit was last returned
+	settled    time.Time // a round trip after the window last changed size
 	finRecv    bool
 	// send side
 	sendCredit int64
@@ -225,9 +226,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 			if st.buffered > 0 {
 				st.readable.signal() // leave the wake-up for a concurrent reader
 			}
-			inc := st.consumedLocked(n)
+			inc, update := st.consumedLocked(n)
 			st.mu.Unlock()
-			st.sendWindow(inc)
+			st.sendWindow(inc, update)
 			return n, nil
 		}
 		if err := st.readErrLocked(); err != nil {
@@ -299,9 +300,9 @@ func (st *Stream) writeTo(w io.Writer, wait bool) (int64, error) {
 			putBuf(buf)
 			total += int64(n)
 			st.mu.Lock()
-			inc := st.consumedLocked(len(data))
+			inc, update := st.consumedLocked(len(data))
 			st.mu.Unlock()
-			st.sendWindow(inc)
+			st.sendWindow(inc, update)
 			if err != nil {
 				return total, err
 			}
@@ -350,41 +351,69 @@ func (st *Stream) waitReadable() error {
 	}
 }
 
-// consumedLocked accounts for n bytes the application consumed and returns the credit
-// to send back now, if any, growing the window when it limits throughput.
-func (st *Stream) consumedLocked(n int) uint32 {
+// consumedLocked accounts for n bytes the application consumed. Once half the window
+// is consumed it is an update: the window is resized (windowChange) — doubled while
+// it, not the application, may limit the stream and the session's queue is short,
+// halved while the queue is long — and the credit to send back is returned. A smaller
+// window is not taken back from the other side (credit once granted stays granted):
+// the credit returned from then on is less, until what the other side holds fits the
+// new window.
+func (st *Stream) consumedLocked(n int) (inc uint32, update bool) {
 	st.unacked += n
 	if st.finRecv || st.err != nil || st.unacked < st.recvWindow/2 {
-		return 0
+		return 0, false
 	}
-	inc := st.unacked
-	st.unacked = 0
 	now := time.Now()
 	cfg := &st.s.cfg
-	// Half a window consumed within a few round trips: the window, not the
-	// application, is what limits this stream. Double it while the budget allows.
-	// The round trip is the path's base RTT, not one inflated by queues this
-	// growth would itself create (see baseRTT).
-	if st.recvWindow < cfg.MaxWindow && now.Sub(st.lastUpdate) < 4*st.s.baseRTT() {
-		grow := min(st.recvWindow, cfg.MaxWindow-st.recvWindow)
-		if st.s.windowBudget.Add(int64(grow)) <= int64(cfg.SessionWindow) {
-			st.recvWindow += grow
-			st.extra += int64(grow)
-			inc += grow
-		} else {
-			st.s.windowBudget.Add(-int64(grow))
+	base, queue, samples := st.s.rtt.queueSince(st.settled, now)
+	if samples == 0 && now.Sub(st.settled) >= recentMaxAge {
+		samples = 1 // nothing measured lately (no answer): nothing holds the window back
+	}
+	// Half a window consumed within a few round trips: the window may be what limits
+	// this stream. The round trip is the path's base RTT, not one inflated by queues
+	// this growth would itself create.
+	fast := now.Sub(st.lastUpdate) < 4*base
+	if change := windowChange(st.recvWindow, cfg.InitialWindow, cfg.MaxWindow, fast, queue, samples, queueTarget(base)); change != 0 {
+		switch {
+		case change > 0 && st.s.windowBudget.Add(int64(change)) <= int64(cfg.SessionWindow):
+			st.grow(change, now.Add(base+queue))
+		case change > 0:
+			st.s.windowBudget.Add(-int64(change)) // over the session's budget
+		case change < 0:
+			st.s.windowBudget.Add(int64(change))
+			st.grow(change, now.Add(base+queue))
 		}
 	}
 	st.lastUpdate = now
-	st.recvCredit += inc
-	return uint32(inc)
+	if st.unacked <= 0 {
+		return 0, true
+	}
+	inc = uint32(st.unacked)
+	st.recvCredit += st.unacked
+	st.unacked = 0
+	return inc, true
 }
 
-func (st *Stream) sendWindow(inc uint32) {
-	if inc == 0 {
-		return
+// grow changes the window by change bytes (< 0: shrinks it), already charged to (or
+// returned to) the session budget. A shrink is paid from the credit to be returned:
+// unacked may go below zero. The change shows in the PINGs sent a round trip later
+// (the credit reaches the other side, its data arrives): settled is then.
+func (st *Stream) grow(change int, settled time.Time) {
+	st.recvWindow += change
+	st.extra += int64(change)
+	st.unacked += change
+	st.settled = settled
+}
+
+// sendWindow sends inc bytes of credit (if any) after an update, and probes the
+// session's queueing delay: data is flowing to this side.
+func (st *Stream) sendWindow(inc uint32, update bool) {
+	if inc > 0 {
+		_ = st.s.queuePri(func(b []byte) []byte { return wire.AppendWindow(b, st.sid, inc) })
 	}
-	_ = st.s.queuePri(func(b []byte) []byte { return wire.AppendWindow(b, st.sid, inc) })
+	if update {
+		st.s.probe(time.Now())
+	}
 }
 
 // ---- writing ----
