@@ -51,6 +51,18 @@ type cli struct {
 	stdout, stderr io.Writer
 	// newLogger builds the logger a command logs to.
 	newLogger func(daemon.LogConfig) (*zap.Logger, error)
+	// governProcs runs a daemon.ProcsGovernor during the long-running commands
+	// (main sets it; GOMAXPROCS is the process's, not a test's, to change).
+	governProcs bool
+}
+
+// governed tells the commands that run until stopped and carry traffic.
+func governed(name string) bool {
+	switch name {
+	case "up", "serve", "proxy":
+		return true
+	}
+	return false
 }
 
 // usageError is an error in the command line; it exits with status 2. The message
@@ -89,6 +101,8 @@ func main() {
 		newLogger: func(cfg daemon.LogConfig) (*zap.Logger, error) {
 			return daemon.NewLogger(cfg, isTerminal)
 		},
+		// One thread while idle, all under load, unless the user chose (GOMAXPROCS).
+		governProcs: os.Getenv("GOMAXPROCS") == "",
 	}
 	os.Exit(c.run(ctx, os.Args[1:]))
 }
@@ -108,6 +122,12 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	for _, cmd := range commands() {
 		if cmd.name != name {
 			continue
+		}
+		if c.governProcs && governed(name) {
+			gctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { defer close(done); (&daemon.ProcsGovernor{}).Run(gctx) }()
+			defer func() { stop(); <-done }()
 		}
 		err := cmd.run(ctx, c, rest)
 		var ue *usageError

@@ -1,0 +1,164 @@
+package daemon
+
+import (
+	"context"
+	"runtime"
+	"runtime/metrics"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ProcsGovernor runs Go code on one thread (GOMAXPROCS 1) while the process is lightly
+// loaded and on all of them under load.
+//
+// With several threads, the Go scheduler hands a goroutine that becomes runnable to
+// an idle thread and wakes it: a futex wake-up and a context switch, tens of
+// microseconds on a virtual machine and energy on a phone. A round trip through the
+// tunnel makes goroutines runnable about sixteen times across the two daemons; on
+// one thread they simply run one after the other (docs/performance.md, change 13).
+// A bulk transfer needs more than one thread. The governor gives it all of them as
+// soon as one is saturated: goroutines wait for it (the runtime's scheduling
+// latencies), or the process uses most of a core; and goes back to one after the
+// load stayed light for a while.
+//
+// GOMAXPROCS is the whole process's setting: a program that embeds tetherd decides
+// whether to run a governor; `tetherd up`, `serve` and `proxy` run one unless the
+// GOMAXPROCS environment variable is set.
+type ProcsGovernor struct {
+	// Max is GOMAXPROCS under load. Default: GOMAXPROCS when Run starts.
+	Max int
+	// Interval is how often the load is sampled. Default 200 ms.
+	Interval time.Duration
+	// Log gets a debug line at every change; nil logs nothing.
+	Log *zap.Logger
+
+	// read and set are replaced by tests.
+	read func() (procsSample, error)
+	set  func(int)
+}
+
+// procsSample is what the governor reads: cumulative counts since the process
+// started.
+type procsSample struct {
+	cpu time.Duration // user and system CPU time of the process
+	// runs counts the times goroutines were scheduled to run (the runtime samples
+	// them), and waited those that had been runnable for waitedLong or more first.
+	runs, waited uint64
+}
+
+const (
+	// raiseLoad is the CPU load, in cores, at which one thread counts as saturated;
+	// so does a sample in which at least raiseWaited of at least minRuns
+	// scheduled goroutines waited waitedLong or more to run (on a machine whose
+	// cores are busy with other processes too, a saturated thread may get well under
+	// a core). The governor then sets Max at once.
+	raiseLoad   = 0.8
+	raiseWaited = 0.05
+	minRuns     = 50
+	waitedLong  = 100 * time.Microsecond
+	// lowerLoad is the load under which the process goes back to one thread, once
+	// it stayed under it for lowerAfter samples (a pause in a transfer is not its
+	// end). In between it keeps what it has: no flapping.
+	lowerLoad  = 0.4
+	lowerAfter = 10
+)
+
+// Run governs GOMAXPROCS until ctx is done, then sets Max again. It returns at once
+// when Max is 1 or the process's CPU time cannot be read.
+func (g *ProcsGovernor) Run(ctx context.Context) {
+	limit := g.Max
+	if limit <= 0 {
+		limit = runtime.GOMAXPROCS(0)
+	}
+	read, set := g.read, g.set
+	if read == nil {
+		read = newProcsReader()
+	}
+	if set == nil {
+		set = func(n int) { runtime.GOMAXPROCS(n) }
+	}
+	interval := g.Interval
+	if interval <= 0 {
+		interval = 200 * time.Millisecond
+	}
+	last, err := read()
+	if limit <= 1 || err != nil {
+		return
+	}
+	log := g.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	procs, low := 1, 0
+	set(procs)
+	defer set(limit)
+	at := time.Now()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			cur, err := read()
+			if err != nil || !now.After(at) {
+				continue
+			}
+			load := float64(cur.cpu-last.cpu) / float64(now.Sub(at))
+			saturated := load >= raiseLoad
+			if runs := cur.runs - last.runs; runs >= minRuns {
+				saturated = saturated || float64(cur.waited-last.waited) >= raiseWaited*float64(runs)
+			}
+			last, at = cur, now
+			next, l := nextProcs(procs, limit, saturated, load, low)
+			low = l
+			if next != procs {
+				log.Debug("GOMAXPROCS", zap.Int("from", procs), zap.Int("to", next), zap.Float64("load", load))
+				set(next)
+				procs = next
+			}
+		}
+	}
+}
+
+// nextProcs decides GOMAXPROCS from the current value, the most it may be, whether
+// the last sample found the threads saturated, its CPU load (in cores) and how many
+// samples in a row were light before it. It returns the new value and the new count.
+func nextProcs(cur, limit int, saturated bool, load float64, low int) (int, int) {
+	switch {
+	case cur < limit && saturated:
+		return limit, 0
+	case cur > 1 && load < lowerLoad:
+		if low+1 >= lowerAfter {
+			return 1, 0
+		}
+		return cur, low + 1
+	}
+	return cur, 0
+}
+
+// newProcsReader returns a function that reads the process's CPU time (getrusage)
+// and the runtime's scheduling latencies (runtime/metrics).
+func newProcsReader() func() (procsSample, error) {
+	m := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	return func() (procsSample, error) {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return procsSample{}, err
+		}
+		s := procsSample{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+		metrics.Read(m)
+		if m[0].Value.Kind() == metrics.KindFloat64Histogram {
+			h := m[0].Value.Float64Histogram()
+			for i, c := range h.Counts {
+				s.runs += c
+				if h.Buckets[i] >= waitedLong.Seconds() { // the bucket's lower bound
+					s.waited += c
+				}
+			}
+		}
+		return s, nil
+	}
+}

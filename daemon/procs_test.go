@@ -1,0 +1,155 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestNextProcs(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		cur, low      int
+		saturated     bool
+		load          float64
+		want, wantLow int
+	}{
+		{"idle on one thread", 1, 0, false, 0.05, 1, 0},
+		{"saturated on one thread: all of them", 1, 0, true, 0.6, 4, 0},
+		{"moderate on one thread: stays", 1, 0, false, 0.6, 1, 0},
+		{"moderate on all: stays", 4, 2, false, 0.6, 4, 0},
+		{"light on all: counts", 4, 0, false, 0.1, 4, 1},
+		{"light long enough: one", 4, lowerAfter - 1, false, 0.1, 1, 0},
+		{"busy on all: stays", 4, 0, true, 3.5, 4, 0},
+	} {
+		got, low := nextProcs(c.cur, 4, c.saturated, c.load, c.low)
+		if got != c.want || low != c.wantLow {
+			t.Errorf("%s: nextProcs(%d, 4, %v, %.2f, %d) = %d, %d; want %d, %d",
+				c.name, c.cur, c.saturated, c.load, c.low, got, low, c.want, c.wantLow)
+		}
+	}
+}
+
+// fakeProcs is a process whose CPU load and scheduling waits the test sets.
+type fakeProcs struct {
+	mu      sync.Mutex
+	base    procsSample // the counts up to since
+	since   time.Time
+	load    float64 // cores used since since
+	runs    float64 // goroutines scheduled per second since since
+	waiting float64 // the fraction of them that waited long
+	sets    []int
+}
+
+func (f *fakeProcs) read() (procsSample, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.nowLocked(), nil
+}
+
+func (f *fakeProcs) nowLocked() procsSample {
+	d := time.Since(f.since)
+	runs := uint64(f.runs * d.Seconds())
+	return procsSample{
+		cpu:    f.base.cpu + time.Duration(f.load*float64(d)),
+		runs:   f.base.runs + runs,
+		waited: f.base.waited + uint64(float64(runs)*f.waiting),
+	}
+}
+
+func (f *fakeProcs) setLoad(load, runs, waiting float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.base, f.since = f.nowLocked(), time.Now()
+	f.load, f.runs, f.waiting = load, runs, waiting
+}
+
+func (f *fakeProcs) set(n int) { f.mu.Lock(); f.sets = append(f.sets, n); f.mu.Unlock() }
+
+// last returns the last value set and how many were.
+func (f *fakeProcs) last() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.sets) == 0 {
+		return 0, 0
+	}
+	return f.sets[len(f.sets)-1], len(f.sets)
+}
+
+// TestProcsGovernor runs the governor against a fake process: one thread while idle,
+// all of them as soon as a sample shows one saturated (by CPU load, or by goroutines
+// waiting to run while the load is moderate), one again after lowerAfter light
+// samples, and Max when it ends.
+func TestProcsGovernor(t *testing.T) {
+	f := &fakeProcs{since: time.Now()}
+	g := &ProcsGovernor{Max: 2, Interval: 20 * time.Millisecond, read: f.read, set: f.set}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+
+	waitSet := func(what string, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if n, _ := f.last(); n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				_, k := f.last()
+				t.Fatalf("%s: GOMAXPROCS not set to %d (%d sets so far)", what, want, k)
+			}
+		}
+	}
+	waitSet("at start", 1)
+	// An interactive loop: many goroutines scheduled, none waits: one thread.
+	f.setLoad(0.5, 10000, 0)
+	time.Sleep(10 * g.Interval)
+	if n, k := f.last(); n != 1 || k != 1 {
+		t.Fatalf("a moderate load without waits changed GOMAXPROCS to %d", n)
+	}
+	// A transfer on a machine whose cores are shared: 0.6 cores, but 20% of the
+	// goroutines wait for the thread.
+	f.setLoad(0.6, 10000, 0.2)
+	waitSet("goroutines waiting", 2)
+	f.setLoad(0.05, 10000, 0.02)
+	waitSet("idle again", 1)
+	f.setLoad(1.5, 10, 0) // busy, few goroutines
+	waitSet("under CPU load", 2)
+	_, k := f.last()
+	f.setLoad(0.05, 100, 0)
+	waitSet("idle once more", 1)
+	f.mu.Lock()
+	between := len(f.sets) - k
+	f.mu.Unlock()
+	if between != 1 {
+		t.Fatalf("%d sets after the load ended, want one", between)
+	}
+	cancel()
+	<-done
+	if n, _ := f.last(); n != 2 {
+		t.Fatalf("GOMAXPROCS %d after Run ended, want Max (2)", n)
+	}
+}
+
+// TestProcsReader reads the real process: CPU time and scheduled goroutines grow.
+func TestProcsReader(t *testing.T) {
+	read := newProcsReader()
+	a, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(50 * time.Millisecond); time.Now().Before(deadline); {
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {})
+		}
+		wg.Wait()
+	}
+	b, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.cpu <= a.cpu || b.runs <= a.runs || b.waited < a.waited {
+		t.Fatalf("before %+v, after %+v: want more CPU time and more goroutines scheduled", a, b)
+	}
+}
