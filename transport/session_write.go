@@ -30,10 +30,16 @@ func (s *session) queuePri(fn func([]byte) []byte) error {
 		return ErrSessionClosed
 	}
 	s.pri = fn(s.pri)
-	over := len(s.pri)-s.dgramBytes > 4<<20
+	return s.queuedLocked(len(s.pri)-s.dgramBytes > 4<<20, "control frames")
+}
+
+// queuedLocked ends a step that queued frames under wmu: it unlocks, and wakes the
+// writer, or ends the session when over says the other side lets frames of the kind
+// what pile up without reading.
+func (s *session) queuedLocked(over bool, what string) error {
 	s.wmu.Unlock()
 	if over {
-		s.shutdown(&SessionError{Reason: "peer does not read: more than 4 MiB of control frames queued"})
+		s.shutdown(&SessionError{Reason: "peer does not read: more than 4 MiB of " + what + " queued"})
 		return ErrSessionClosed
 	}
 	s.wake.signal()
@@ -50,14 +56,7 @@ func (s *session) queuePong(key [8]byte) error {
 	}
 	s.data = wire.AppendPing(s.data, true, key)
 	s.lastDataOK = false
-	over := len(s.data) > s.cfg.WriteBuffer+4<<20
-	s.wmu.Unlock()
-	if over {
-		s.shutdown(&SessionError{Reason: "peer does not read: more than 4 MiB of PING answers queued"})
-		return ErrSessionClosed
-	}
-	s.wake.signal()
-	return nil
+	return s.queuedLocked(len(s.data) > s.cfg.WriteBuffer+4<<20, "PING answers")
 }
 
 // queueDgram appends a DGRAM frame unless the datagram queue is full, in which case the
