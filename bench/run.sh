@@ -43,7 +43,8 @@
 #                   <!-- bench:begin --> and <!-- bench:end --> is replaced
 #                   with the table
 #   BENCH_OUT       directory for results.txt, table.md and raw/ (every iperf3
-#                   and loadgen JSON, the tetherd logs) (default: a new
+#                   and loadgen JSON of every repetition, -rN in the name; the
+#                   tetherd logs) (default: a new
 #                   /tmp/tetherd-bench.XXXXXX, printed at the end)
 #   BENCH_SHELL=N   set up the namespaces and the tunnel (first of BENCH_MODES),
 #                   print how to reach them, keep them N seconds, then clean up:
@@ -232,11 +233,15 @@ host() { if [ "$1" = direct ]; then echo "$DIRECT_IP4"; else echo "$TT_INET_IP4"
 
 in_laptop() { ip netns exec "$LAPTOP" "$@"; }
 
+# rep_tag: "-rN" inside repetition N of the main loop (every repetition's output is
+# kept in raw/), nothing outside it.
+rep_tag() { if [ -n "${rep:-}" ]; then echo "-r$rep"; fi; }
+
 # iperf MODE PATH NAME ARGS...: one iperf3 client run; prints the JSON file name.
 iperf() {
 	local mode=$1 path=$2 name=$3 f
 	shift 3
-	f="$WORK/iperf-$mode-$path-$name.json"
+	f="$WORK/iperf-$mode-$path-$name$(rep_tag).json"
 	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
 		iperf3 -c "$(host "$path")" -p "$TT_IPERF_PORT" -t "$BENCH_T" -J "$@" >"$f" 2>&1 || true
 	echo "$f"
@@ -276,7 +281,7 @@ m_udp() {
 loadgen_run() {
 	local mode=$1 path=$2 name=$3 f
 	shift 3
-	f="$WORK/loadgen-$mode-$path-$name.json"
+	f="$WORK/loadgen-$mode-$path-$name$(rep_tag).json"
 	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
 		"$LOADGEN" "$@" -addr "$(host "$path"):$LOAD_PORT" >"$f" 2>"$f.err" || true
 	echo "$f"
@@ -425,6 +430,7 @@ for mode in $BENCH_MODES; do
 			done
 		done
 	done
+	unset rep
 	if want cpu; then m_cpu "$mode"; fi
 	if [ -n "${BENCH_PERF:-}" ]; then m_perf "$mode"; fi
 	tunnel_stop

@@ -232,14 +232,20 @@ func exchange(c net.Conn, req, resp []byte) error {
 }
 
 func conns(ctx context.Context, addr string, conc int, n int64, t time.Duration, size int) (result, error) {
-	ctx, cancel := context.WithTimeout(ctx, t)
+	// The run's end is its context's deadline exactly: a dial or exchange cut off by
+	// it fails at or after end and is not counted below. (With end taken after the
+	// context, a dial failed by the deadline a moment before end, and was counted,
+	// again and again until the context's timer fired: up to a hundred "i/o
+	// timeout" errors at the end of a run through the tunnel, whose connects take
+	// longer.)
+	start := time.Now()
+	end := start.Add(t)
+	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	var s samples
 	var left atomic.Int64
 	left.Store(n)
 	d := net.Dialer{Timeout: 5 * time.Second}
-	start := time.Now()
-	end := start.Add(t)
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Add(1)
