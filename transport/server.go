@@ -131,6 +131,41 @@ func (srv *Server) maxSessions() int {
 	return defaultMaxSessions
 }
 
+// CorkListener wraps ln so that the sessions of a Server behind it write each round of
+// frames with one system call, not one per TLS record (16 KiB) or per buffer of the
+// HTTP server's writer: the connections it accepts collect writes while a session's
+// writer is in a round. Put it under tls.NewListener, and set the http.Server's
+// ConnContext to srv.ConnContext, which tells the sessions where it is. Writes
+// outside a round (the WebSocket library's own control frames, HTTP responses) pass
+// straight through.
+func CorkListener(ln net.Listener) net.Listener { return corkListener{ln} }
+
+type corkListener struct{ net.Listener }
+
+func (l corkListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newCorkConn(c, nil), nil
+}
+
+// corkKey is the context key of a connection's *corkConn.
+type corkKey struct{}
+
+// ConnContext is a hook for http.Server.ConnContext: it notes the connection's place
+// in a CorkListener, if it has one, for the session the connection will carry. Set
+// it on the http.Server that serves srv from a CorkListener.
+func (srv *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*corkConn); ok {
+		return context.WithValue(ctx, corkKey{}, cc)
+	}
+	return ctx
+}
+
 // ConnState is a hook for http.Server.ConnState that caps the connections that have
 // not completed an authenticated upgrade (MaxUnauthenticatedConns,
 // MaxUnauthenticatedPerSource), so slow or idle clients without the token cannot use
@@ -211,6 +246,9 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	slog := log.With(zap.String("remote", r.RemoteAddr))
 	s := newSession(conn, false, cfg, slog)
+	if cc, ok := r.Context().Value(corkKey{}).(*corkConn); ok {
+		s.cork = cc
+	}
 	s.onOpen = func(e entry, o wire.Open) { srv.handleOpen(s, e, o) }
 	if !srv.track(s) {
 		s.start()

@@ -209,6 +209,7 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		return err
 	}
 	hs := newHTTPServer(newServeMux(sc.Path, peer), peer, errorLog)
+	ln = transport.CorkListener(ln) // one write per round of frames (under TLS)
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
@@ -324,6 +325,7 @@ func newHTTPServer(handler http.Handler, peer *transport.Server, errorLog *stdlo
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ConnState:         peer.ConnState,
+		ConnContext:       peer.ConnContext,
 		ErrorLog:          errorLog,
 		// HTTP/1.1 only: the WebSocket upgrade needs it.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
