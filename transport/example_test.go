@@ -65,3 +65,31 @@ func ExampleStreamError() {
 	fmt.Println(err)
 	// Output: transport: open refused by peer: connection refused: dial tcp 192.0.2.1:81: connect: connection refused
 }
+
+// A peer in an HTTP server of its own, as `tetherd serve` runs it: the listener corks
+// each session's writes (under TLS, one system call per round of frames rather than
+// per record), and the http.Server's hooks come from the transport.Server.
+func ExampleCorkListener() {
+	peer := &transport.Server{Token: "secret"}
+	defer peer.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ln = transport.CorkListener(ln)
+	// With TLS: ln = tls.NewListener(ln, tlsConfig)
+	mux := http.NewServeMux()
+	mux.Handle("/tether", peer)
+	hs := &http.Server{Handler: mux, ConnState: peer.ConnState, ConnContext: peer.ConnContext}
+	go hs.Serve(ln)
+	defer hs.Close()
+
+	s, err := transport.Dial(context.Background(), "ws://"+ln.Addr().String()+"/tether?token=secret", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Ping(context.Background())
+	fmt.Println("ping:", err)
+	// Output: ping: <nil>
+}
