@@ -66,15 +66,7 @@ func TestServerCork(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { s.Close() })
-			dst := listen(t, func(c net.Conn) {
-				defer c.Close()
-				c.Write(make([]byte, total))
-			})
-			st, err := s.OpenTCP(ctxT(t), dst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := openDownload(t, s, total)
 			before := writes.Load()
 			n, err := io.Copy(io.Discard, st)
 			if err != nil || n != total {

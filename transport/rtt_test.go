@@ -268,15 +268,7 @@ func TestWindowFollowsQueue(t *testing.T) {
 		},
 		Config: &Config{InitialWindow: 64 << 10, MaxWindow: 16 << 20},
 	})
-	dst := listen(t, func(c net.Conn) {
-		defer c.Close()
-		c.Write(make([]byte, total))
-	})
-	st, err := s.OpenTCP(ctxT(t), dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openDownload(t, s, total)
 	buf := make([]byte, 64<<10)
 	got, largest := 0, 0
 	for {

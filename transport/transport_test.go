@@ -70,6 +70,22 @@ func listen(t testing.TB, handle func(net.Conn)) wire.Addr {
 	return wire.AddrFromAddrPort(testnet.ServeTCP(t, handle))
 }
 
+// openDownload opens a stream on s to a loopback destination that sends n zero
+// bytes and closes; the stream is closed at the test's end.
+func openDownload(t testing.TB, s *Session, n int) *Stream {
+	t.Helper()
+	dst := listen(t, func(c net.Conn) {
+		defer c.Close()
+		c.Write(make([]byte, n))
+	})
+	st, err := s.OpenTCP(ctxT(t), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 func echo(c net.Conn) {
 	defer c.Close()
 	io.Copy(c, c)
@@ -414,15 +430,7 @@ func TestSlowReaderDoesNotStallOthers(t *testing.T) {
 func TestWindowGrows(t *testing.T) {
 	h := newHarness(t, nil)
 	s := h.dial(&DialOptions{Config: &Config{InitialWindow: 16 << 10, MaxWindow: 4 << 20}})
-	dst := listen(t, func(c net.Conn) {
-		defer c.Close()
-		c.Write(make([]byte, 16<<20))
-	})
-	st, err := s.OpenTCP(ctxT(t), dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openDownload(t, s, 16<<20)
 	buf := make([]byte, 256<<10)
 	total := 0
 	var win int
