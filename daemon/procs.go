@@ -17,7 +17,7 @@ import (
 // an idle thread and wakes it: a futex wake-up and a context switch, tens of
 // microseconds on a virtual machine and energy on a phone. A round trip through the
 // tunnel makes goroutines runnable about sixteen times across the two daemons; on
-// one thread they simply run one after the other (docs/performance.md, change 13).
+// one thread they simply run one after the other (docs/performance-changes.md, change 13).
 // A bulk transfer needs more than one thread. The governor gives it all of them as
 // soon as one is saturated: goroutines wait for it (the runtime's scheduling
 // latencies), or the process uses most of a core; and goes back to one after the
