@@ -9,12 +9,12 @@ import (
 // The session's round-trip measurements, and what the stream windows are sized by.
 //
 // Every PONG is a sample: the keepalive PINGs (every KeepAlive), Ping calls, and the
-// probes a receiving side sends while stream data flows to it (probe). A probe's PONG
-// leaves the other side through its priority queue, ahead of the stream data waiting
-// in user space, but behind everything already in the WebSocket's socket buffers and
-// on the link: its RTT minus the path's base RTT is the queueing delay every stream's
-// frames see behind the bulk transfers (queueDelay). The stream windows decide how
-// much of that queue there is (Stream.consumedLocked).
+// probes a receiving side sends while stream data flows to it (session.probe). The
+// other side answers behind the stream data it has queued (queuePong), so a sample
+// also waits behind that data, the WebSocket's socket buffers and the link: its RTT
+// minus the path's base RTT is the queueing delay every stream's frames see behind
+// the bulk transfers (queueSince). The stream windows decide how much of that queue
+// there is (Stream.consumedLocked, windowChange).
 
 const (
 	// minRTTWindow is how long a smallest RTT is remembered: the base RTT is the

@@ -696,10 +696,9 @@ func (s *session) Ping(ctx context.Context) (time.Duration, error) {
 	var key [8]byte
 	_, _ = rand.Read(key[:])
 	s.pingMu.Lock()
-	s.pingSent[key] = time.Now()
 	s.pingWait[key] = ch
 	s.pingMu.Unlock()
-	if err := s.queuePri(func(b []byte) []byte { return wire.AppendPing(b, false, key) }); err != nil {
+	if err := s.queuePing(key); err != nil {
 		return 0, err
 	}
 	select {

@@ -374,15 +374,7 @@ func (st *Stream) consumedLocked(n int) (inc uint32, update bool) {
 	// this growth would itself create.
 	fast := now.Sub(st.lastUpdate) < 4*base
 	if change := windowChange(st.recvWindow, cfg.InitialWindow, cfg.MaxWindow, fast, queue, samples, queueTarget(base)); change != 0 {
-		switch {
-		case change > 0 && st.s.windowBudget.Add(int64(change)) <= int64(cfg.SessionWindow):
-			st.grow(change, now.Add(base+queue))
-		case change > 0:
-			st.s.windowBudget.Add(-int64(change)) // over the session's budget
-		case change < 0:
-			st.s.windowBudget.Add(int64(change))
-			st.grow(change, now.Add(base+queue))
-		}
+		st.resize(change, now.Add(base+queue))
 	}
 	st.lastUpdate = now
 	if st.unacked <= 0 {
@@ -394,11 +386,19 @@ func (st *Stream) consumedLocked(n int) (inc uint32, update bool) {
 	return inc, true
 }
 
-// grow changes the window by change bytes (< 0: shrinks it), already charged to (or
-// returned to) the session budget. A shrink is paid from the credit to be returned:
-// unacked may go below zero. The change shows in the PINGs sent a round trip later
-// (the credit reaches the other side, its data arrives): settled is then.
-func (st *Stream) grow(change int, settled time.Time) {
+// resize changes the window by change bytes (< 0: shrinks it) and charges the change
+// to the session budget; growth beyond the budget does not happen. A shrink is paid
+// from the credit to be returned: unacked may go below zero. The change shows in the
+// PINGs sent a round trip later (the credit reaches the other side, its data
+// arrives): settled is then.
+func (st *Stream) resize(change int, settled time.Time) {
+	if change > 0 && st.s.windowBudget.Add(int64(change)) > int64(st.s.cfg.SessionWindow) {
+		st.s.windowBudget.Add(-int64(change))
+		return
+	}
+	if change < 0 {
+		st.s.windowBudget.Add(int64(change))
+	}
 	st.recvWindow += change
 	st.extra += int64(change)
 	st.unacked += change
