@@ -20,7 +20,8 @@
 #   rr     bench/loadgen rr: 64-byte ping-pong on one connection, idle and while
 #          an iperf3 download runs on another connection: p50/p99
 #   cpu    utime+stime of tetherd up and tetherd serve (/proc/PID/stat) while
-#          iperf3 moves a fixed 100 Mbit/s (TCP, up and down), in % of one core
+#          iperf3 moves a fixed 100 Mbit/s, then 1 Gbit/s (TCP, up and down), in %
+#          of one core
 #   rss    VmRSS of tetherd up and serve: idle, holding 1,000 and 10,000 idle
 #          TCP connections (bench/loadgen hold), and 10 s after they closed
 # for each transport in BENCH_MODES: ws (serve --insecure-plaintext) and tls.
@@ -327,17 +328,19 @@ mib() { awk -v k="$1" 'BEGIN { if (k == "NA") print "NA"; else printf "%.1f", k 
 
 # m_cpu MODE: CPU of tetherd up and serve at a fixed 100 Mbit/s, up and down.
 m_cpu() {
-	local mode=$1 dir u0 s0 u1 s1 t0 t1 hz
+	local mode=$1 dir mbit u0 s0 u1 s1 t0 t1 hz
 	hz=$(getconf CLK_TCK)
-	for dir in up down; do
-		local r=()
-		[ "$dir" = down ] && r=(-R)
-		u0=$(ticks "$UP_PID") s0=$(ticks "$SERVE_PID") t0=$(tt_now_ms)
-		timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
-			iperf3 -c "$TT_INET_IP4" -p "$TT_IPERF_PORT" -t "$BENCH_T" -b 100M "${r[@]}" >/dev/null 2>&1 || true
-		u1=$(ticks "$UP_PID") s1=$(ticks "$SERVE_PID") t1=$(tt_now_ms)
-		record "$mode" "cpu100_${dir}_client" tunnel "$(awk -v a="$u0" -v b="$u1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) / hz * 100000 / ms }')"
-		record "$mode" "cpu100_${dir}_peer" tunnel "$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) / hz * 100000 / ms }')"
+	for mbit in 100 1000; do
+		for dir in up down; do
+			local r=()
+			[ "$dir" = down ] && r=(-R)
+			u0=$(ticks "$UP_PID") s0=$(ticks "$SERVE_PID") t0=$(tt_now_ms)
+			timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
+				iperf3 -c "$TT_INET_IP4" -p "$TT_IPERF_PORT" -t "$BENCH_T" -b "${mbit}M" "${r[@]}" >/dev/null 2>&1 || true
+			u1=$(ticks "$UP_PID") s1=$(ticks "$SERVE_PID") t1=$(tt_now_ms)
+			record "$mode" "cpu${mbit}_${dir}_client" tunnel "$(awk -v a="$u0" -v b="$u1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) / hz * 100000 / ms }')"
+			record "$mode" "cpu${mbit}_${dir}_peer" tunnel "$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) / hz * 100000 / ms }')"
+		done
 	done
 }
 

@@ -66,7 +66,7 @@ END {
 		row(m, "rr_load_p50_us", "ping-pong under a download p50, µs")
 		row(m, "rr_load_p99_us", "ping-pong under a download p99, µs")
 	}
-	for (k in vals) if (k ~ /(cpu100|rss)_/) { procrows = 1; break }
+	for (k in vals) if (k ~ /(cpu100|cpu1000|rss)_/) { procrows = 1; break }
 	if (procrows) {
 		print ""
 		print "| transport | tunnel process | tetherd up (client) | tetherd serve (peer) |"
@@ -76,6 +76,8 @@ END {
 		m = modes[i]
 		trow(m, "cpu100_up", "CPU at 100 Mbit/s up, % of a core")
 		trow(m, "cpu100_down", "CPU at 100 Mbit/s down, % of a core")
+		trow(m, "cpu1000_up", "CPU at 1 Gbit/s up, % of a core")
+		trow(m, "cpu1000_down", "CPU at 1 Gbit/s down, % of a core")
 		trow(m, "rss_idle", "RSS idle, MiB")
 		for (n = 1000; n <= 100000; n *= 10) {
 			if (!((m SUBSEP "held_" n SUBSEP "tunnel") in vals) && !((m SUBSEP "rss_" n "_client" SUBSEP "tunnel") in na)) continue
