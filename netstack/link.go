@@ -263,7 +263,15 @@ func (e *linkEndpoint) readLoop() {
 					v := views[i]
 					v.TrimFront(tunOffset)
 					v.CapLength(sizes[i])
-					pb = newPacketBuffer(zeroCopyBuffer(v, pkt), pkt[0])
+					// Packets of a usual MTU keep their headers: GRO merges them,
+					// and the one clone of the merged packet's first chunk by the
+					// IP input (see zeroCopyBuffer) costs less than a header copy
+					// per packet. A large TUN MTU gets the split.
+					b := buffer.MakeWithView(v)
+					if sizes[i] >= headerSplitMin {
+						b = zeroCopyBuffer(v, pkt)
+					}
+					pb = newPacketBuffer(b, pkt[0])
 					views[i] = buffer.NewViewSize(size)
 					bufs[i] = views[i].AsSlice()
 				} else {
@@ -579,7 +587,7 @@ func (e *linkEndpoint) doneWriting(batch []*stack.PacketBuffer) {
 	e.spare = batch[:0] // only writeLoop uses spare
 }
 
-// zeroCopyBuffer makes the payload of an inbound packet read into v, which holds
+// zeroCopyBuffer makes the payload of an inbound super-packet read into v, which holds
 // exactly pkt, without copying its bytes: the IP and transport headers are copied
 // into a small view of their own and the rest stays in v.
 //
@@ -599,6 +607,10 @@ func zeroCopyBuffer(v *buffer.View, pkt []byte) buffer.Buffer {
 	b.Append(v)
 	return b
 }
+
+// headerSplitMin is the smallest packet read into a view whose headers readLoop
+// copies out (zeroCopyBuffer); below it the IP input's clone of the view is cheaper.
+const headerSplitMin = buffer.MaxChunkSize / zeroCopyMaxWaste
 
 // headerLen is the length of the IP header and, for TCP and UDP, the transport header
 // that begin pkt; 0 when pkt is too short or malformed to tell (gVisor's parsers then
