@@ -19,6 +19,9 @@
 #          each way, close): connections/s, p50/p99 of connect+reply
 #   rr     bench/loadgen rr: 64-byte ping-pong on one connection, idle and while
 #          an iperf3 download runs on another connection: p50/p99
+#   floor  the idle ping-pong through two plain TCP relays instead of the tunnel
+#          (bench/loadgen relay, one thread each, in LAPTOP and PHONE): the floor
+#          of any tunnel with one user-space hop on each side, on this machine
 #   cpu    utime+stime of tetherd up and tetherd serve (/proc/PID/stat) while
 #          iperf3 moves a fixed 100 Mbit/s, then 1 Gbit/s (TCP, up and down), in %
 #          of one core
@@ -96,6 +99,7 @@ fi
 
 DIRECT_IP4=198.51.100.20
 LOAD_PORT=7100
+RELAY_PORT=7101
 
 tt_require_root
 tt_require_cmds ip iperf3 timeout pgrep ss ping od go awk sort
@@ -156,6 +160,15 @@ bench_topology() {
 	tt_start_iperf3
 	tt_bg loadgen-server ip netns exec "$INTERNET" "$LOADGEN" server -listen "0.0.0.0:$LOAD_PORT" -max-time "${TT_MAX_LIFETIME}s"
 	tt_wait 10 "loadgen server" tt_listening "$INTERNET" "$LOAD_PORT" || tt_die "loadgen server did not start"
+	if want floor; then
+		# Two plain TCP relays for the floor measure: LAPTOP 127.0.0.1 -> PHONE -> the
+		# echo server's direct address, one thread each (as the daemons when idle).
+		tt_bg relay-phone ip netns exec "$PHONE" env GOMAXPROCS=1 "$LOADGEN" relay \
+			-listen "$TT_PHONE_LAN_IP4:$RELAY_PORT" -to "$DIRECT_IP4:$LOAD_PORT" -max-time "${TT_MAX_LIFETIME}s"
+		tt_bg relay-laptop ip netns exec "$LAPTOP" env GOMAXPROCS=1 "$LOADGEN" relay \
+			-listen "127.0.0.1:$RELAY_PORT" -to "$TT_PHONE_LAN_IP4:$RELAY_PORT" -max-time "${TT_MAX_LIFETIME}s"
+		tt_wait 10 "relays" tt_listening "$LAPTOP" "$RELAY_PORT" || tt_die "loadgen relay did not start"
+	fi
 	tt_wait 10 "direct path" ip netns exec "$LAPTOP" ping -c1 -W1 -q "$DIRECT_IP4" ||
 		tt_die "LAPTOP cannot reach $DIRECT_IP4 directly"
 }
@@ -316,6 +329,20 @@ m_rr() {
 	record "$mode" rr_load_p99_us "$path" "$(get "$f" p99_us | us)"
 }
 
+# m_floor MODE PATH: once per repetition (with the tunnel), 64-byte ping-pong through
+# the two plain relays started with the topology: the floor of any design with one
+# user-space hop on each side of the link, on this machine, in this run.
+m_floor() {
+	local mode=$1 path=$2 f t
+	[ "$path" = tunnel ] || return 0
+	t=$((BENCH_T > 3 ? 3 : BENCH_T))
+	f="$WORK/loadgen-$mode-relay-rr$(rep_tag).json"
+	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
+		"$LOADGEN" rr -size 64 -t "${t}s" -addr "127.0.0.1:$RELAY_PORT" >"$f" 2>"$f.err" || true
+	record "$mode" floor_rr_p50_us relay "$(get "$f" p50_us | us)"
+	record "$mode" floor_rr_p99_us relay "$(get "$f" p99_us | us)"
+}
+
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # snap_heap NAME: with BENCH_PPROF, tetherd up's heap profile and metrics (raw/).
 snap_heap() {
@@ -426,7 +453,7 @@ for mode in $BENCH_MODES; do
 	tunnel_start "$mode"
 	for ((rep = 1; rep <= BENCH_REPS; rep++)); do
 		echo "# $mode: repetition $rep/$BENCH_REPS (load $(load_avg))" >&2
-		for m in tcp tcp8 udp conns rr; do
+		for m in tcp tcp8 udp conns rr floor; do
 			want "$m" || continue
 			for path in direct tunnel; do
 				"m_$m" "$mode" "$path"

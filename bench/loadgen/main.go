@@ -13,6 +13,11 @@
 //	    open n connections (c at once) and hold them idle; prints a line
 //	    "holding N" on standard error once they are open, then holds them until
 //	    SIGTERM/SIGINT or -t, closes them all and prints its JSON line.
+//	loadgen relay -listen ADDR -to HOST:PORT [-max-time 15m]
+//	    a plain TCP relay: every connection is dialed on to HOST:PORT and copied
+//	    both ways (half-closes passed on) by two goroutines. Two of them, one on
+//	    each side of the link, are the floor of any tunnel with one user-space hop
+//	    on each side: the harness measures ping-pong through them (floor).
 //	loadgen get PATH < FILE.json
 //	    print the value at a dotted PATH (e.g. end.sum_received.bits_per_second)
 //	    of the JSON document on standard input (iperf3 -J), so that the harness
@@ -60,7 +65,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen server|conns|rr|hold [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen server|conns|rr|hold|relay|get [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -69,6 +74,7 @@ func main() {
 	fs.Var(&listen, "listen", "server: address to listen on (repeatable)")
 	maxTime := fs.Duration("max-time", 15*time.Minute, "server: exit after this long")
 	addr := fs.String("addr", "", "the server's HOST:PORT")
+	to := fs.String("to", "", "relay: dial every connection on to this HOST:PORT")
 	conc := fs.Int("c", 50, "connections at once")
 	n := fs.Int64("n", 200000, "at most this many operations (hold: connections)")
 	t := fs.Duration("t", 5*time.Second, "at most this long")
@@ -86,6 +92,8 @@ func main() {
 	switch mode {
 	case "server":
 		err = serve(ctx, listen, *maxTime)
+	case "relay":
+		err = runRelay(ctx, listen, *to, *maxTime)
 	case "conns":
 		r, err = conns(ctx, *addr, *conc, *n, *t, *size)
 	case "rr":
@@ -101,7 +109,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
-	if mode != "server" && mode != "get" {
+	if mode != "server" && mode != "relay" && mode != "get" {
 		r.Mode = mode
 		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil || r.Count == 0 {
 			os.Exit(1)
@@ -369,4 +377,92 @@ func get(r io.Reader, path string) error {
 		fmt.Println(x)
 	}
 	return nil
+}
+
+// runRelay listens on the one address in addrs and relays every connection to to
+// until ctx ends or maxTime passed.
+func runRelay(ctx context.Context, addrs []string, to string, maxTime time.Duration) error {
+	if len(addrs) != 1 || to == "" {
+		return errors.New("relay: needs one -listen address and -to")
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxTime)
+	defer cancel()
+	ln, err := net.Listen("tcp", addrs[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "loadgen relay ready:", addrs[0], "->", to)
+	relay(ctx, ln, to)
+	return nil
+}
+
+// relay relays every connection ln accepts to to, until ctx ends; then it closes ln
+// and every connection and returns once all its goroutines ended.
+func relay(ctx context.Context, ln net.Listener, to string) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	open := map[net.Conn]struct{}{}
+	closing := false
+	// track registers (or forgets) a connection for the shutdown to close; false
+	// when the shutdown already happened.
+	track := func(c net.Conn, add bool) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if add {
+			if closing {
+				return false
+			}
+			open[c] = struct{}{}
+		} else {
+			delete(open, c)
+		}
+		return true
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				d, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", to)
+				if err != nil {
+					return
+				}
+				defer d.Close()
+				if !track(c, true) || !track(d, true) {
+					return
+				}
+				defer track(c, false)
+				defer track(d, false)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					_, _ = io.Copy(d, c)
+					_ = d.(*net.TCPConn).CloseWrite()
+				}()
+				_, _ = io.Copy(c, d)
+				_ = c.(*net.TCPConn).CloseWrite()
+				<-done
+			}()
+		}
+	}()
+	<-ctx.Done()
+	ln.Close()
+	mu.Lock()
+	closing = true
+	for c := range open {
+		c.Close()
+	}
+	mu.Unlock()
+	wg.Wait()
 }
