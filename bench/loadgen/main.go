@@ -123,58 +123,107 @@ func serve(ctx context.Context, addrs []string, maxTime time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxTime)
 	defer cancel()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	open := map[net.Conn]struct{}{}
 	var lns []net.Listener
 	for _, a := range addrs {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
 			return err
 		}
 		lns = append(lns, ln)
 	}
+	fmt.Fprintln(os.Stderr, "loadgen server ready:", addrs)
+	serveEcho(ctx, lns)
+	return nil
+}
+
+// serveEcho echoes every connection lns accept until ctx ends, then closes them all
+// and returns once every goroutine it started ended.
+func serveEcho(ctx context.Context, lns []net.Listener) {
+	var set connSet
+	var wg sync.WaitGroup
 	for _, ln := range lns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-						return
-					}
-					time.Sleep(10 * time.Millisecond) // e.g. EMFILE: bounded retry rate
-					continue
-				}
-				mu.Lock()
-				open[c] = struct{}{}
-				mu.Unlock()
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					buf := make([]byte, 512)
-					_, _ = io.CopyBuffer(c, c, buf)
-					c.Close()
-					mu.Lock()
-					delete(open, c)
-					mu.Unlock()
-				}()
-			}
+			acceptLoop(ctx, ln, &set, func(c net.Conn) {
+				buf := make([]byte, 512)
+				_, _ = io.CopyBuffer(c, c, buf)
+			})
 		}()
 	}
-	fmt.Fprintln(os.Stderr, "loadgen server ready:", addrs)
-	<-ctx.Done()
-	for _, ln := range lns {
-		ln.Close()
+	wg.Wait()
+}
+
+// connSet is the connections a server has open, for closing them all at its end.
+type connSet struct {
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	closed bool
+}
+
+// add registers c; false (and c closed) when the set was closed already.
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return false
 	}
-	mu.Lock()
-	for c := range open {
+	if s.open == nil {
+		s.open = map[net.Conn]struct{}{}
+	}
+	s.open[c] = struct{}{}
+	return true
+}
+
+// remove forgets c and closes it.
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// closeAll closes every connection, and every one added later.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.open {
 		c.Close()
 	}
-	mu.Unlock()
+}
+
+// acceptLoop runs handle in a goroutine for every connection ln accepts, until ctx
+// ends; then it closes ln and every connection in set and returns once every handler
+// returned. handle's connection is closed when it returns.
+func acceptLoop(ctx context.Context, ln net.Listener, set *connSet, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { ln.Close(); set.closeAll() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: bounded retry rate
+			continue
+		}
+		if !set.add(c) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer set.remove(c)
+			handle(c)
+		}()
+	}
 	wg.Wait()
-	return nil
 }
 
 // samples collects durations from several goroutines.
@@ -399,70 +448,21 @@ func runRelay(ctx context.Context, addrs []string, to string, maxTime time.Durat
 // relay relays every connection ln accepts to to, until ctx ends; then it closes ln
 // and every connection and returns once all its goroutines ended.
 func relay(ctx context.Context, ln net.Listener, to string) {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	open := map[net.Conn]struct{}{}
-	closing := false
-	// track registers (or forgets) a connection for the shutdown to close; false
-	// when the shutdown already happened.
-	track := func(c net.Conn, add bool) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if add {
-			if closing {
-				return false
-			}
-			open[c] = struct{}{}
-		} else {
-			delete(open, c)
+	var set connSet
+	acceptLoop(ctx, ln, &set, func(c net.Conn) {
+		d, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", to)
+		if err != nil || !set.add(d) {
+			return
 		}
-		return true
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				d, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", to)
-				if err != nil {
-					return
-				}
-				defer d.Close()
-				if !track(c, true) || !track(d, true) {
-					return
-				}
-				defer track(c, false)
-				defer track(d, false)
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					_, _ = io.Copy(d, c)
-					_ = d.(*net.TCPConn).CloseWrite()
-				}()
-				_, _ = io.Copy(c, d)
-				_ = c.(*net.TCPConn).CloseWrite()
-				<-done
-			}()
-		}
-	}()
-	<-ctx.Done()
-	ln.Close()
-	mu.Lock()
-	closing = true
-	for c := range open {
-		c.Close()
-	}
-	mu.Unlock()
-	wg.Wait()
+		defer set.remove(d)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(d, c)
+			_ = d.(*net.TCPConn).CloseWrite()
+		}()
+		_, _ = io.Copy(c, d)
+		_ = c.(*net.TCPConn).CloseWrite()
+		<-done
+	})
 }

@@ -9,43 +9,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tetherd/tetherd/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// echoListener serves an echo on a loopback port until the test ends: what a
-// connection sends comes back, and its half-close closes it.
-func echoListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestRelay: ping-pong through two relays in a row reaches the echo server and
 // back, a half-close travels through both, and the relays end with their context.
 func TestRelay(t *testing.T) {
-	echo := echoListener(t)
+	echo := testnet.ServeTCP(t, func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) }).String()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	next := echo
@@ -83,22 +56,53 @@ func TestRelay(t *testing.T) {
 	}
 
 	// A connection still open when the relays stop is closed by them.
-	open, err := net.Dial("tcp", next)
+	closedOnStop(t, next, func() { cancel(); wg.Wait() })
+}
+
+// TestServeEcho: the echo server answers rr and conns, and ends with its context,
+// closing the connections still open.
+func TestServeEcho(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer open.Close()
-	if _, err := open.Write([]byte("x")); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); serveEcho(ctx, []net.Listener{ln}) }()
+	defer func() { cancel(); <-done }()
+	addr := ln.Addr().String()
+
+	r, err := rr(ctx, addr, 100, 10*time.Second, 64)
+	if err != nil || r.Count != 100 || r.Errors != 0 {
+		t.Fatalf("rr: %+v, %v", r, err)
+	}
+	r, err = conns(ctx, addr, 5, 50, 10*time.Second, 32)
+	if err != nil || r.Count != 50 || r.Errors != 0 {
+		t.Fatalf("conns: %+v, %v", r, err)
+	}
+
+	closedOnStop(t, addr, func() { cancel(); <-done })
+}
+
+// closedOnStop opens a connection to the echo at addr, checks that it echoes, calls
+// stop and checks that the connection was closed.
+func closedOnStop(t *testing.T, addr string, stop func()) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 1)
-	open.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(open, b); err != nil {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, b); err != nil {
 		t.Fatal(err)
 	}
-	cancel()
-	wg.Wait()
-	if _, err := open.Read(b); err == nil {
-		t.Fatal("connection through a stopped relay still open")
+	stop()
+	if _, err := c.Read(b); err == nil {
+		t.Fatal("connection still open after the server stopped")
 	}
 }
