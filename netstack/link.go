@@ -616,6 +616,9 @@ const headerSplitMin = buffer.MaxChunkSize / zeroCopyMaxWaste
 // that begin pkt; 0 when pkt is too short or malformed to tell (gVisor's parsers then
 // see the packet as it came and drop it).
 func headerLen(pkt []byte) int {
+	if len(pkt) == 0 {
+		return 0
+	}
 	var h int
 	var proto byte
 	switch pkt[0] >> 4 {

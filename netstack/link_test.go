@@ -193,6 +193,7 @@ func TestHeaderLen(t *testing.T) {
 		{"ipv4 bad ihl", append([]byte{0x41}, tcp4[1:]...), 0},
 		{"ipv6 too short", udp6[:39], 0},
 		{"not ip", []byte{0x00, 1, 2}, 0},
+		{"empty", nil, 0},
 	} {
 		if got := headerLen(tc.pkt); got != tc.want {
 			t.Errorf("%s: headerLen = %d, want %d", tc.name, got, tc.want)
@@ -233,4 +234,30 @@ func TestZeroCopyBufferKeepsPayload(t *testing.T) {
 	if &last[len(last)-1] != &pkt[size-1] {
 		t.Fatal("the payload was copied out of the view it was read into")
 	}
+}
+
+// FuzzHeaderLen: any bytes read from the TUN device give a header length without a
+// panic, and the buffer zeroCopyBuffer makes of them holds exactly those bytes.
+func FuzzHeaderLen(f *testing.F) {
+	f.Add(benchPacket(200))
+	f.Add(benchPacket(40))
+	udp6 := make([]byte, 100)
+	udp6[0], udp6[6] = 6<<4, byte(header.UDPProtocolNumber)
+	f.Add(udp6)
+	f.Add([]byte{0x45})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		h := headerLen(pkt)
+		if h < 0 {
+			t.Fatalf("headerLen = %d", h)
+		}
+		if len(pkt) == 0 {
+			return
+		}
+		v := buffer.NewViewWithData(pkt)
+		b := zeroCopyBuffer(v, v.AsSlice())
+		defer b.Release()
+		if got := b.Flatten(); !bytes.Equal(got, pkt) {
+			t.Fatalf("zeroCopyBuffer changed the bytes: %x, want %x", got, pkt)
+		}
+	})
 }
