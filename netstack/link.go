@@ -267,9 +267,11 @@ func (e *linkEndpoint) readLoop() {
 					// and the one clone of the merged packet's first chunk by the
 					// IP input (see zeroCopyBuffer) costs less than a header copy
 					// per packet. A large TUN MTU gets the split.
-					b := buffer.MakeWithView(v)
+					var b buffer.Buffer
 					if sizes[i] >= headerSplitMin {
 						b = zeroCopyBuffer(v, pkt)
+					} else {
+						b = buffer.MakeWithView(v)
 					}
 					pb = newPacketBuffer(b, pkt[0])
 					views[i] = buffer.NewViewSize(size)
