@@ -244,6 +244,9 @@ tunnel_stop() {
 
 # host PATH: the internet host's address for the path.
 host() { if [ "$1" = direct ]; then echo "$DIRECT_IP4"; else echo "$TT_INET_IP4"; fi; }
+# load_addr PATH: the echo server through PATH (direct, tunnel, or relay: the floor's
+# two plain relays).
+load_addr() { if [ "$1" = relay ]; then echo "127.0.0.1:$RELAY_PORT"; else echo "$(host "$1"):$LOAD_PORT"; fi; }
 
 in_laptop() { ip netns exec "$LAPTOP" "$@"; }
 
@@ -297,7 +300,7 @@ loadgen_run() {
 	shift 3
 	f="$WORK/loadgen-$mode-$path-$name$(rep_tag).json"
 	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
-		"$LOADGEN" "$@" -addr "$(host "$path"):$LOAD_PORT" >"$f" 2>"$f.err" || true
+		"$LOADGEN" "$@" -addr "$(load_addr "$path")" >"$f" 2>"$f.err" || true
 	echo "$f"
 }
 
@@ -336,9 +339,7 @@ m_floor() {
 	local mode=$1 path=$2 f t
 	[ "$path" = tunnel ] || return 0
 	t=$((BENCH_T > 3 ? 3 : BENCH_T))
-	f="$WORK/loadgen-$mode-relay-rr$(rep_tag).json"
-	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
-		"$LOADGEN" rr -size 64 -t "${t}s" -addr "127.0.0.1:$RELAY_PORT" >"$f" 2>"$f.err" || true
+	f=$(loadgen_run "$mode" relay rr-idle rr -size 64 -t "${t}s")
 	record "$mode" floor_rr_p50_us relay "$(get "$f" p50_us | us)"
 	record "$mode" floor_rr_p99_us relay "$(get "$f" p99_us | us)"
 }
