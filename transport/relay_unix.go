@@ -173,17 +173,37 @@ func (r *pumpRelay) readNow(buf []byte) (int, error) {
 // waitReadable waits until the socket is readable, the read deadline passes
 // (os.ErrDeadlineExceeded) or the connection is closed, holding no buffer
 // meanwhile.
+//
+// RawConn.Read starts by clearing what Go's poller knows of the socket's
+// readiness, and the poller is edge-triggered: data that arrived after the last
+// read saw nothing (readNow's EAGAIN) and before this wait began would never wake
+// it — the reply of a request/response flow, typically, left until the deadline.
+// So the first call asks the kernel (poll with no timeout) before waiting.
 func (r *pumpRelay) waitReadable() error {
 	first := true
-	return r.rc.Read(func(uintptr) bool {
-		// The first call is before any wait: say "not ready" so that Go's poller
-		// waits for the socket; the second comes once it is readable.
-		if first {
-			first = false
-			return false
+	return r.rc.Read(func(fd uintptr) bool {
+		if !first {
+			return true // the poller saw the socket become readable
 		}
-		return true
+		first = false
+		return readableNow(fd)
 	})
+}
+
+// readableNow tells whether a read of fd would not block: data, end of stream or
+// an error (which the read then reports).
+func readableNow(fd uintptr) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, 0)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return true // let the read find out
+		}
+		return n > 0
+	}
 }
 
 // park hands the socket to the server's idleWaiter; false when it cannot.
