@@ -19,9 +19,10 @@
 #          each way, close): connections/s, p50/p99 of connect+reply
 #   rr     bench/loadgen rr: 64-byte ping-pong on one connection, idle and while
 #          an iperf3 download runs on another connection: p50/p99
-#   floor  the idle ping-pong through two plain TCP relays instead of the tunnel
+#   floor  the ping-pong through two plain TCP relays instead of the tunnel
 #          (bench/loadgen relay, one thread each, in LAPTOP and PHONE): the floor
-#          of any tunnel with one user-space hop on each side, on this machine
+#          of any tunnel with one user-space hop on each side, on this machine;
+#          idle, and while an iperf3 download runs through the tunnel
 #   cpu    utime+stime of tetherd up and tetherd serve (/proc/PID/stat) while
 #          iperf3 moves a fixed 100 Mbit/s, then 1 Gbit/s (TCP, up and down), in %
 #          of one core
@@ -315,26 +316,34 @@ m_conns() {
 	record "$mode" conns_errors "$path" "$(get "$f" errors)"
 }
 
+# download_bg PATH: an iperf3 download through PATH, in the background, for as long as
+# a BENCH_T measure started now lasts (it starts 1.5 s ahead); its PID in BG.
+download_bg() {
+	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
+		iperf3 -c "$(host "$1")" -p "$TT_IPERF_PORT" -t $((BENCH_T + 2)) -R >/dev/null 2>&1 &
+	BG=$!
+	sleep 1.5
+}
+
 m_rr() {
-	local mode=$1 path=$2 f bg t
+	local mode=$1 path=$2 f t
 	t=$((BENCH_T > 3 ? 3 : BENCH_T))
 	f=$(loadgen_run "$mode" "$path" rr-idle rr -size 64 -t "${t}s")
 	record "$mode" rr_idle_p50_us "$path" "$(get "$f" p50_us | us)"
 	record "$mode" rr_idle_p99_us "$path" "$(get "$f" p99_us | us)"
 	# Under load: an iperf3 download on another connection.
-	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
-		iperf3 -c "$(host "$path")" -p "$TT_IPERF_PORT" -t $((BENCH_T + 2)) -R >/dev/null 2>&1 &
-	bg=$!
-	sleep 1.5
+	download_bg "$path"
 	f=$(loadgen_run "$mode" "$path" rr-load rr -size 64 -t "${BENCH_T}s")
-	wait "$bg" 2>/dev/null || true
+	wait "$BG" 2>/dev/null || true
 	record "$mode" rr_load_p50_us "$path" "$(get "$f" p50_us | us)"
 	record "$mode" rr_load_p99_us "$path" "$(get "$f" p99_us | us)"
 }
 
 # m_floor MODE PATH: once per repetition (with the tunnel), 64-byte ping-pong through
 # the two plain relays started with the topology: the floor of any design with one
-# user-space hop on each side of the link, on this machine, in this run.
+# user-space hop on each side of the link, on this machine, in this run — idle, and
+# while an iperf3 download runs through the tunnel (as rr's "under a download": the
+# relays then only share the CPU with it, they do not carry it).
 m_floor() {
 	local mode=$1 path=$2 f t
 	[ "$path" = tunnel ] || return 0
@@ -342,6 +351,11 @@ m_floor() {
 	f=$(loadgen_run "$mode" relay rr-idle rr -size 64 -t "${t}s")
 	record "$mode" floor_rr_p50_us relay "$(get "$f" p50_us | us)"
 	record "$mode" floor_rr_p99_us relay "$(get "$f" p99_us | us)"
+	download_bg tunnel
+	f=$(loadgen_run "$mode" relay rr-load rr -size 64 -t "${BENCH_T}s")
+	wait "$BG" 2>/dev/null || true
+	record "$mode" floor_rr_load_p50_us relay "$(get "$f" p50_us | us)"
+	record "$mode" floor_rr_load_p99_us relay "$(get "$f" p99_us | us)"
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }

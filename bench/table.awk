@@ -89,7 +89,10 @@ END {
 	for (i = 1; i <= nmodes; i++) {
 		m = modes[i]
 		if (!((m SUBSEP "floor_rr_p50_us" SUBSEP "relay") in vals)) continue
-		printf "Floor during %s: 64-byte ping-pong through two plain TCP relays (bench/loadgen relay, one thread each, LAPTOP and PHONE) instead of the tunnel: p50 %s µs, p99 %s µs (each run: %s).\n", m, cell(m, "floor_rr_p50_us", "relay"), cell(m, "floor_rr_p99_us", "relay"), vals[m SUBSEP "floor_rr_p50_us" SUBSEP "relay"]
+		printf "Floor during %s: 64-byte ping-pong through two plain TCP relays (bench/loadgen relay, one thread each, LAPTOP and PHONE) instead of the tunnel: idle p50 %s µs, p99 %s µs (each run: %s)", m, cell(m, "floor_rr_p50_us", "relay"), cell(m, "floor_rr_p99_us", "relay"), vals[m SUBSEP "floor_rr_p50_us" SUBSEP "relay"]
+		if ((m SUBSEP "floor_rr_load_p99_us" SUBSEP "relay") in vals)
+			printf "; while an iperf3 download runs through the tunnel p50 %s µs, p99 %s µs (each run: %s)", cell(m, "floor_rr_load_p50_us", "relay"), cell(m, "floor_rr_load_p99_us", "relay"), vals[m SUBSEP "floor_rr_load_p99_us" SUBSEP "relay"]
+		print "."
 	}
 	for (i = 1; i <= nmodes; i++)
 		printf "Load average (1/5/15 min) during %s: %s before, %s after.\n", modes[i], load[modes[i], "load_before"], load[modes[i], "load_after"]
