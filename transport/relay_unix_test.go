@@ -11,6 +11,32 @@ import (
 	"time"
 )
 
+// tcpRelayPair returns both ends of a loopback TCP connection and a pumpRelay (its
+// socket half only) on the server's end; everything is closed when t ends.
+func tcpRelayPair(t *testing.T) (client, server net.Conn, r *pumpRelay) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	rc, err := server.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, server, &pumpRelay{conn: server, rc: rc}
+}
+
 // TestRelayWaitSeesDataThatArrivedBeforeIt: the relay reads its destination
 // socket until it would block, gives its buffer back, then waits for the socket.
 // Data that arrives between the two — the reply of a request/response flow,
@@ -20,26 +46,7 @@ import (
 // reply, seen as 0.5–1 s stalls of a ping-pong under load, and forever without a
 // deadline (no idle watcher: macOS).
 func TestRelayWaitSeesDataThatArrivedBeforeIt(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	rc, err := server.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &pumpRelay{conn: server, rc: rc}
+	client, server, r := tcpRelayPair(t)
 
 	buf := make([]byte, 64)
 	for round := range 20 {
@@ -71,26 +78,7 @@ func TestRelayWaitSeesDataThatArrivedBeforeIt(t *testing.T) {
 // TestRelayWaitWaits: with nothing to read, the wait lasts until data comes (and
 // a closed peer, EOF, ends it too).
 func TestRelayWaitWaits(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	rc, err := server.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &pumpRelay{conn: server, rc: rc}
+	client, server, r := tcpRelayPair(t)
 
 	// Nothing comes: the deadline ends the wait.
 	if err := server.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
