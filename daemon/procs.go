@@ -60,9 +60,20 @@ const (
 	waitedLong  = 100 * time.Microsecond
 	// lowerLoad is the load under which the process goes back to one thread, once
 	// it stayed under it for lowerAfter samples (a pause in a transfer is not its
-	// end). In between it keeps what it has: no flapping.
-	lowerLoad  = 0.4
+	// end). It is below raiseLoad (no flapping on a steady load) but well above what
+	// an interactive flow costs on one thread: a busy request/response loop uses
+	// about half a core, and more with two threads (futex wake-ups between them), so
+	// with a lower bound it kept the second thread it did not need and the higher
+	// latency that comes with it.
+	lowerLoad  = 0.65
 	lowerAfter = 10
+	// A load that needs the threads after all (raised again within bounce samples
+	// of going back to one) doubles the light samples the next return waits for,
+	// up to maxLowerAfter; a raise later than that is a new load and starts again
+	// from lowerAfter. A load that sits near the bounds flaps once in a while, not
+	// every two seconds.
+	bounce        = 10
+	maxLowerAfter = 32 * lowerAfter
 )
 
 // Run governs GOMAXPROCS until ctx is done, then sets Max again. It returns at once
@@ -91,8 +102,8 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	procs, low := 1, 0
-	set(procs)
+	st := procsState{procs: 1, limit: limit}
+	set(1)
 	defer set(limit)
 	at := time.Now()
 	t := time.NewTicker(interval)
@@ -112,31 +123,49 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 				saturated = saturated || float64(cur.waited-last.waited) >= raiseWaited*float64(runs)
 			}
 			last, at = cur, now
-			next, l := nextProcs(procs, limit, saturated, load, low)
-			low = l
-			if next != procs {
-				log.Debug("GOMAXPROCS", zap.Int("from", procs), zap.Int("to", next), zap.Float64("load", load))
-				set(next)
-				procs = next
+			from := st.procs
+			if st.next(saturated, load) != from {
+				log.Debug("GOMAXPROCS", zap.Int("from", from), zap.Int("to", st.procs), zap.Float64("load", load), zap.Int("lower_after", st.need))
+				set(st.procs)
 			}
 		}
 	}
 }
 
-// nextProcs decides GOMAXPROCS from the current value, the most it may be, whether
-// the last sample found the threads saturated, its CPU load (in cores) and how many
-// samples in a row were light before it. It returns the new value and the new count.
-func nextProcs(cur, limit int, saturated bool, load float64, low int) (int, int) {
-	switch {
-	case cur < limit && saturated:
-		return limit, 0
-	case cur > 1 && load < lowerLoad:
-		if low+1 >= lowerAfter {
-			return 1, 0
-		}
-		return cur, low + 1
+// procsState is the governor's decision: GOMAXPROCS now, and what it remembers of
+// the samples before. The zero value needs procs and limit set.
+type procsState struct {
+	procs, limit int
+	low          int // light samples in a row (while procs > 1)
+	need         int // light samples in a row that bring procs back to one; 0: lowerAfter
+	watch        int // samples left in which a raise means the last return was wrong
+}
+
+// next takes one sample — whether the threads were saturated, and the CPU load in
+// cores — and returns the new GOMAXPROCS.
+func (s *procsState) next(saturated bool, load float64) int {
+	if s.need == 0 {
+		s.need = lowerAfter
 	}
-	return cur, 0
+	switch {
+	case s.procs < s.limit && saturated:
+		if s.watch > 0 {
+			s.need = min(2*s.need, maxLowerAfter) // it did need them
+		} else {
+			s.need = lowerAfter // a new load
+		}
+		s.procs, s.low, s.watch = s.limit, 0, 0
+	case s.procs > 1 && load < lowerLoad:
+		s.low++
+		if s.low >= s.need {
+			s.procs, s.low, s.watch = 1, 0, bounce
+		}
+	case s.procs > 1:
+		s.low = 0
+	default:
+		s.watch = max(s.watch-1, 0)
+	}
+	return s.procs
 }
 
 // newProcsReader returns a function that reads the process's CPU time (getrusage)

@@ -7,27 +7,76 @@ import (
 	"time"
 )
 
-func TestNextProcs(t *testing.T) {
+func TestProcsStateSteps(t *testing.T) {
 	for _, c := range []struct {
-		name          string
-		cur, low      int
-		saturated     bool
-		load          float64
-		want, wantLow int
+		name      string
+		procs     int
+		low       int
+		saturated bool
+		load      float64
+		want      int
+		wantLow   int
 	}{
 		{"idle on one thread", 1, 0, false, 0.05, 1, 0},
 		{"saturated on one thread: all of them", 1, 0, true, 0.6, 4, 0},
 		{"moderate on one thread: stays", 1, 0, false, 0.6, 1, 0},
-		{"moderate on all: stays", 4, 2, false, 0.6, 4, 0},
+		{"above lowerLoad on all: stays, count restarts", 4, 5, false, 0.7, 4, 0},
 		{"light on all: counts", 4, 0, false, 0.1, 4, 1},
+		{"half a core on all: counts (one thread would do)", 4, 0, false, 0.5, 4, 1},
 		{"light long enough: one", 4, lowerAfter - 1, false, 0.1, 1, 0},
 		{"busy on all: stays", 4, 0, true, 3.5, 4, 0},
 	} {
-		got, low := nextProcs(c.cur, 4, c.saturated, c.load, c.low)
-		if got != c.want || low != c.wantLow {
-			t.Errorf("%s: nextProcs(%d, 4, %v, %.2f, %d) = %d, %d; want %d, %d",
-				c.name, c.cur, c.saturated, c.load, c.low, got, low, c.want, c.wantLow)
+		s := procsState{procs: c.procs, limit: 4, low: c.low}
+		got := s.next(c.saturated, c.load)
+		if got != c.want || s.low != c.wantLow {
+			t.Errorf("%s: from %d (%d light), next(%v, %.2f) = %d (%d light); want %d (%d light)",
+				c.name, c.procs, c.low, c.saturated, c.load, got, s.low, c.want, c.wantLow)
 		}
+	}
+}
+
+// TestProcsStateBounce: a return to one thread that the load undoes at once makes
+// the next return wait twice as long, up to maxLowerAfter; a load that comes back
+// later starts again from lowerAfter.
+func TestProcsStateBounce(t *testing.T) {
+	s := procsState{procs: 1, limit: 2}
+	// lightFor returns how many light samples it took to get back to one thread.
+	lightFor := func() int {
+		t.Helper()
+		for n := 1; n <= 2*maxLowerAfter; n++ {
+			if s.next(false, 0.5) == 1 {
+				return n
+			}
+		}
+		t.Fatalf("still %d threads after %d light samples", s.procs, 2*maxLowerAfter)
+		return 0
+	}
+	if s.next(true, 0.9) != 2 {
+		t.Fatal("a saturated sample did not raise")
+	}
+	if n := lightFor(); n != lowerAfter {
+		t.Fatalf("first return after %d light samples, want %d", n, lowerAfter)
+	}
+	want := lowerAfter
+	for range 8 {
+		s.next(false, 0.6)          // one sample on one thread...
+		if s.next(true, 0.9) != 2 { // ...and it needs both again
+			t.Fatal("a saturated sample did not raise")
+		}
+		want = min(2*want, maxLowerAfter)
+		if n := lightFor(); n != want {
+			t.Fatalf("return after a bounce took %d light samples, want %d", n, want)
+		}
+	}
+	// On one thread for longer than bounce samples: the next load is a new one.
+	for range bounce + 1 {
+		if s.next(false, 0.6) != 1 {
+			t.Fatal("a moderate load on one thread raised")
+		}
+	}
+	s.next(true, 0.9)
+	if n := lightFor(); n != lowerAfter {
+		t.Fatalf("return after a new load took %d light samples, want %d", n, lowerAfter)
 	}
 }
 
@@ -79,8 +128,8 @@ func (f *fakeProcs) last() (int, int) {
 
 // TestProcsGovernor runs the governor against a fake process: one thread while idle,
 // all of them as soon as a sample shows one saturated (by CPU load, or by goroutines
-// waiting to run while the load is moderate), one again after lowerAfter light
-// samples, and Max when it ends.
+// waiting to run while the load is moderate), one again after lowerAfter samples
+// under lowerLoad, and Max when it ends.
 func TestProcsGovernor(t *testing.T) {
 	f := &fakeProcs{since: time.Now()}
 	g := &ProcsGovernor{Max: 2, Interval: 20 * time.Millisecond, read: f.read, set: f.set}
@@ -116,8 +165,10 @@ func TestProcsGovernor(t *testing.T) {
 	f.setLoad(1.5, 10, 0) // busy, few goroutines
 	waitSet("under CPU load", 2)
 	_, k := f.last()
-	f.setLoad(0.05, 100, 0)
-	waitSet("idle once more", 1)
+	// The transfer ends and an interactive loop goes on: half a core, no waits.
+	// One thread does; with the old bound (0.4) the second one stayed for good.
+	f.setLoad(0.5, 10000, 0)
+	waitSet("an interactive loop after the transfer", 1)
 	f.mu.Lock()
 	between := len(f.sets) - k
 	f.mu.Unlock()
