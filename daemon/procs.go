@@ -51,13 +51,19 @@ type procsSample struct {
 const (
 	// raiseLoad is the CPU load, in cores, at which one thread counts as saturated;
 	// so does a sample in which at least raiseWaited of at least minRuns
-	// scheduled goroutines waited waitedLong or more to run (on a machine whose
-	// cores are busy with other processes too, a saturated thread may get well under
-	// a core). The governor then sets Max at once.
-	raiseLoad   = 0.8
-	raiseWaited = 0.05
-	minRuns     = 50
-	waitedLong  = 100 * time.Microsecond
+	// scheduled goroutines waited waitedLong or more to run while the process used
+	// waitedMinLoad or more (on a machine whose cores are busy with other processes
+	// too, a saturated thread may get well under a core: a download on one thread
+	// got 0.5-0.6 with 15-20% waiting). The governor then sets Max at once.
+	//
+	// Waits with less load than that are the machine's: other processes kept the
+	// thread from running (a busy ping-pong beside two CPU hogs: 0.2-0.3 of a core),
+	// and a second thread, which waits for the same cores, only adds hand-offs.
+	raiseLoad     = 0.8
+	raiseWaited   = 0.05
+	minRuns       = 50
+	waitedLong    = 100 * time.Microsecond
+	waitedMinLoad = 0.4
 	// lowerLoad is the load under which the process goes back to one thread, once
 	// it stayed under it for lowerAfter samples (a pause in a transfer is not its
 	// end). It is below raiseLoad (no flapping on a steady load) but well above what
@@ -69,11 +75,12 @@ const (
 	lowerAfter = 10
 	// A load that needs the threads after all (raised again within bounce samples
 	// of going back to one) doubles the light samples the next return waits for,
-	// up to maxLowerAfter; a raise later than that is a new load and starts again
-	// from lowerAfter. A load that sits near the bounds flaps once in a while, not
-	// every two seconds.
+	// up to maxLowerAfter (16 s: after a noisy moment the process is back on one
+	// thread soon); a raise later than that is a new load and starts again from
+	// lowerAfter. A load that sits near the bounds flaps once in a while, not every
+	// two seconds.
 	bounce        = 10
-	maxLowerAfter = 32 * lowerAfter
+	maxLowerAfter = 8 * lowerAfter
 )
 
 // Run governs GOMAXPROCS until ctx is done, then sets Max again. It returns at once
@@ -119,7 +126,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 			}
 			load := float64(cur.cpu-last.cpu) / float64(now.Sub(at))
 			saturated := load >= raiseLoad
-			if runs := cur.runs - last.runs; runs >= minRuns {
+			if runs := cur.runs - last.runs; runs >= minRuns && load >= waitedMinLoad {
 				saturated = saturated || float64(cur.waited-last.waited) >= raiseWaited*float64(runs)
 			}
 			last, at = cur, now
