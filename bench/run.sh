@@ -19,6 +19,9 @@
 #          each way, close): connections/s, p50/p99 of connect+reply
 #   rr     bench/loadgen rr: 64-byte ping-pong on one connection, idle and while
 #          an iperf3 download runs on another connection: p50/p99
+#   busy   the idle ping-pong while BENCH_HOGS (2) CPU hogs run (busy loops in
+#          LAPTOP, bounded by timeout, killed by PID): a laptop busy with other
+#          work, where a thread that a packet wakes waits for a core
 #   floor  the ping-pong through two plain TCP relays instead of the tunnel
 #          (bench/loadgen relay, one thread each, in LAPTOP and PHONE): the floor
 #          of any tunnel with one user-space hop on each side, on this machine;
@@ -38,6 +41,7 @@
 #   BENCH_REPS (3)  BENCH_T (5, seconds per run)  BENCH_MODES ("ws tls")
 #   BENCH_ONLY (all)  BENCH_MTU (tun.mtu of tetherd up; empty: its default)
 #   BENCH_UDP_LOW (200M)  BENCH_UDP_RATE (1G)  BENCH_HOLD ("1000 10000")
+#   BENCH_HOGS (2, CPU hogs of the busy measure)
 #   BENCH_IMPAIR    KEY=VALUE settings of the impairment relay (test/impair, see
 #                   tt_impair in test/e2e/lib.sh), e.g. "delay=10ms loss=0.5":
 #                   the laptop<->phone link of both paths then crosses a MIDDLE
@@ -75,7 +79,7 @@ source "$BENCH_DIR/../test/e2e/lib.sh"
 
 # The command line of this run, for the table: the settings given, not the defaults.
 COMMAND="sudo"
-for v in BENCH_QUICK BENCH_REPS BENCH_T BENCH_MODES BENCH_ONLY BENCH_MTU BENCH_UDP_RATE BENCH_UDP_LOW BENCH_HOLD BENCH_IMPAIR BENCH_SYSCTL TETHERD; do
+for v in BENCH_QUICK BENCH_REPS BENCH_T BENCH_MODES BENCH_ONLY BENCH_MTU BENCH_UDP_RATE BENCH_UDP_LOW BENCH_HOLD BENCH_HOGS BENCH_IMPAIR BENCH_SYSCTL TETHERD; do
 	if [ -n "${!v:-}" ]; then COMMAND+=" $v='${!v}'"; fi
 done
 
@@ -339,6 +343,22 @@ m_rr() {
 	record "$mode" rr_load_p99_us "$path" "$(get "$f" p99_us | us)"
 }
 
+# m_busy MODE PATH: the idle ping-pong beside BENCH_HOGS busy loops.
+m_busy() {
+	local mode=$1 path=$2 f t pids=() i
+	t=$((BENCH_T > 3 ? 3 : BENCH_T))
+	for ((i = 0; i < ${BENCH_HOGS:-2}; i++)); do
+		timeout -k 1 $((t + 3)) ip netns exec "$LAPTOP" sh -c 'while :; do :; done' &
+		pids+=($!)
+	done
+	sleep 0.5
+	f=$(loadgen_run "$mode" "$path" rr-busy rr -size 64 -t "${t}s")
+	kill "${pids[@]}" 2>/dev/null || true
+	wait "${pids[@]}" 2>/dev/null || true
+	record "$mode" rr_busy_p50_us "$path" "$(get "$f" p50_us | us)"
+	record "$mode" rr_busy_p99_us "$path" "$(get "$f" p99_us | us)"
+}
+
 # m_floor MODE PATH: once per repetition (with the tunnel), 64-byte ping-pong through
 # the two plain relays started with the topology: the floor of any design with one
 # user-space hop on each side of the link, on this machine, in this run — idle, and
@@ -468,7 +488,7 @@ for mode in $BENCH_MODES; do
 	tunnel_start "$mode"
 	for ((rep = 1; rep <= BENCH_REPS; rep++)); do
 		echo "# $mode: repetition $rep/$BENCH_REPS (load $(load_avg))" >&2
-		for m in tcp tcp8 udp conns rr floor; do
+		for m in tcp tcp8 udp conns rr busy floor; do
 			want "$m" || continue
 			for path in direct tunnel; do
 				"m_$m" "$mode" "$path"
@@ -497,7 +517,7 @@ TABLE="$OUT/table.md"
 	echo "$COMMAND"
 	echo '```'
 	echo
-	awk -v udplow="$BENCH_UDP_LOW" -v udphigh="$BENCH_UDP_RATE" -f "$BENCH_DIR/table.awk" "$RESULTS"
+	awk -v udplow="$BENCH_UDP_LOW" -v udphigh="$BENCH_UDP_RATE" -v hogs="${BENCH_HOGS:-2}" -f "$BENCH_DIR/table.awk" "$RESULTS"
 } >"$TABLE"
 cat "$TABLE"
 

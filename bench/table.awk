@@ -65,6 +65,8 @@ END {
 		row(m, "rr_idle_p99_us", "ping-pong idle p99, µs")
 		row(m, "rr_load_p50_us", "ping-pong under a download p50, µs")
 		row(m, "rr_load_p99_us", "ping-pong under a download p99, µs")
+		row(m, "rr_busy_p50_us", "ping-pong beside " hogs " CPU hogs p50, µs")
+		row(m, "rr_busy_p99_us", "ping-pong beside " hogs " CPU hogs p99, µs")
 	}
 	for (k in vals) if (k ~ /(cpu100|cpu1000|rss)_/) { procrows = 1; break }
 	if (procrows) {
