@@ -170,6 +170,19 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 
+	// A destination that reads to the end and keeps its side open until the test
+	// ends: a stream that the client half-closed stays open on the server, so DATA
+	// after the client's FIN meets it. (With a destination that closes at EOF the
+	// stream may be gone by the time the next frame is read — a late frame for a
+	// closed stream is discarded, not answered — and the check would race.)
+	stopHolding := make(chan struct{})
+	holding := listen(t, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(io.Discard, c)
+		<-stopHolding
+	})
+	t.Cleanup(func() { close(stopHolding) }) // before listen's cleanup waits for the handler
+
 	// Stream errors: only the stream is refused or reset; the session goes on.
 	streamErrors := []struct {
 		name string
@@ -179,7 +192,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed host name", cat(settings(), hdr(wire.TypeOpen, 0, 1, 7), []byte{6, 3, 2, 'a', '/', 0, 80}), wire.TypeReply, wire.CodeProtocol},
 		{"unknown protocol", cat(settings(), hdr(wire.TypeOpen, 0, 1, 8), []byte{0x84, 1, 127, 0, 0, 1, 0, 80}), wire.TypeReply, wire.CodeUnsupported},
-		{"data after FIN", cat(settings(), openTCP(1, live)), wire.TypeReset, wire.CodeProtocol},
+		{"data after FIN", cat(settings(), openTCP(1, holding)), wire.TypeReset, wire.CodeProtocol},
 		{"window overflow", cat(settings(), openTCP(1, live)), wire.TypeReset, wire.CodeProtocol},
 	}
 	// A server whose destinations never read, so credit is never returned.
