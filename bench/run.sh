@@ -101,6 +101,8 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	BENCH_MODES=ws
 	BENCH_HOLD=1000
 fi
+# The idle ping-pongs run at most 3 s: a p50 settles long before.
+RR_T=$((BENCH_T > 3 ? 3 : BENCH_T))
 
 DIRECT_IP4=198.51.100.20
 LOAD_PORT=7100
@@ -320,43 +322,45 @@ m_conns() {
 	record "$mode" conns_errors "$path" "$(get "$f" errors)"
 }
 
-# download_bg PATH: an iperf3 download through PATH, in the background, for as long as
-# a BENCH_T measure started now lasts (it starts 1.5 s ahead); its PID in BG.
-download_bg() {
-	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
-		iperf3 -c "$(host "$1")" -p "$TT_IPERF_PORT" -t $((BENCH_T + 2)) -R >/dev/null 2>&1 &
-	BG=$!
-	sleep 1.5
+# pingpong MODE PATH NAME SECONDS KEY: a 64-byte ping-pong through PATH for SECONDS;
+# records its p50 and p99 as KEY_p50_us and KEY_p99_us.
+pingpong() {
+	local f
+	f=$(loadgen_run "$1" "$2" "$3" rr -size 64 -t "${4}s")
+	record "$1" "${5}_p50_us" "$2" "$(get "$f" p50_us | us)"
+	record "$1" "${5}_p99_us" "$2" "$(get "$f" p99_us | us)"
 }
 
+# pingpong_loaded MODE PATH DOWNLOAD NAME KEY: pingpong for BENCH_T through PATH
+# while an iperf3 download runs through the path DOWNLOAD (it starts 1.5 s ahead).
+pingpong_loaded() {
+	local bg
+	timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
+		iperf3 -c "$(host "$3")" -p "$TT_IPERF_PORT" -t $((BENCH_T + 2)) -R >/dev/null 2>&1 &
+	bg=$!
+	sleep 1.5
+	pingpong "$1" "$2" "$4" "$BENCH_T" "$5"
+	wait "$bg" 2>/dev/null || true
+}
+
+# m_rr MODE PATH: the ping-pong idle, and while a download runs on another
+# connection of the same path.
 m_rr() {
-	local mode=$1 path=$2 f t
-	t=$((BENCH_T > 3 ? 3 : BENCH_T))
-	f=$(loadgen_run "$mode" "$path" rr-idle rr -size 64 -t "${t}s")
-	record "$mode" rr_idle_p50_us "$path" "$(get "$f" p50_us | us)"
-	record "$mode" rr_idle_p99_us "$path" "$(get "$f" p99_us | us)"
-	# Under load: an iperf3 download on another connection.
-	download_bg "$path"
-	f=$(loadgen_run "$mode" "$path" rr-load rr -size 64 -t "${BENCH_T}s")
-	wait "$BG" 2>/dev/null || true
-	record "$mode" rr_load_p50_us "$path" "$(get "$f" p50_us | us)"
-	record "$mode" rr_load_p99_us "$path" "$(get "$f" p99_us | us)"
+	pingpong "$1" "$2" rr-idle "$RR_T" rr_idle
+	pingpong_loaded "$1" "$2" "$2" rr-load rr_load
 }
 
 # m_busy MODE PATH: the idle ping-pong beside BENCH_HOGS busy loops.
 m_busy() {
-	local mode=$1 path=$2 f t pids=() i
-	t=$((BENCH_T > 3 ? 3 : BENCH_T))
+	local pids=() i
 	for ((i = 0; i < ${BENCH_HOGS:-2}; i++)); do
-		timeout -k 1 $((t + 3)) ip netns exec "$LAPTOP" sh -c 'while :; do :; done' &
+		timeout -k 1 $((RR_T + 3)) ip netns exec "$LAPTOP" sh -c 'while :; do :; done' &
 		pids+=($!)
 	done
 	sleep 0.5
-	f=$(loadgen_run "$mode" "$path" rr-busy rr -size 64 -t "${t}s")
+	pingpong "$1" "$2" rr-busy "$RR_T" rr_busy
 	kill "${pids[@]}" 2>/dev/null || true
 	wait "${pids[@]}" 2>/dev/null || true
-	record "$mode" rr_busy_p50_us "$path" "$(get "$f" p50_us | us)"
-	record "$mode" rr_busy_p99_us "$path" "$(get "$f" p99_us | us)"
 }
 
 # m_floor MODE PATH: once per repetition (with the tunnel), 64-byte ping-pong through
@@ -365,17 +369,9 @@ m_busy() {
 # while an iperf3 download runs through the tunnel (as rr's "under a download": the
 # relays then only share the CPU with it, they do not carry it).
 m_floor() {
-	local mode=$1 path=$2 f t
-	[ "$path" = tunnel ] || return 0
-	t=$((BENCH_T > 3 ? 3 : BENCH_T))
-	f=$(loadgen_run "$mode" relay rr-idle rr -size 64 -t "${t}s")
-	record "$mode" floor_rr_p50_us relay "$(get "$f" p50_us | us)"
-	record "$mode" floor_rr_p99_us relay "$(get "$f" p99_us | us)"
-	download_bg tunnel
-	f=$(loadgen_run "$mode" relay rr-load rr -size 64 -t "${BENCH_T}s")
-	wait "$BG" 2>/dev/null || true
-	record "$mode" floor_rr_load_p50_us relay "$(get "$f" p50_us | us)"
-	record "$mode" floor_rr_load_p99_us relay "$(get "$f" p99_us | us)"
+	[ "$2" = tunnel ] || return 0
+	pingpong "$1" relay rr-idle "$RR_T" floor_rr
+	pingpong_loaded "$1" relay tunnel rr-load floor_rr_load
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
