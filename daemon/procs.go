@@ -31,6 +31,13 @@ type ProcsGovernor struct {
 	Max int
 	// Interval is how often the load is sampled. Default 200 ms.
 	Interval time.Duration
+	// IdleInterval is how often it is sampled while the process is idle: each idle
+	// sample in a row (one thread, under idleLoad) doubles the interval, up to this.
+	// Default 1 s; never less than Interval. A wake-up five times a second was most
+	// of an idle daemon's wake-ups (energy on a phone or laptop); the price is up to
+	// IdleInterval more before a transfer that starts after a quiet moment gets the
+	// second thread.
+	IdleInterval time.Duration
 	// Log gets a debug line at every change; nil logs nothing.
 	Log *zap.Logger
 
@@ -81,6 +88,9 @@ const (
 	// two seconds.
 	bounce        = 10
 	maxLowerAfter = 8 * lowerAfter
+	// idleLoad is the load under which a sample on one thread counts as idle: an
+	// idle tunnel uses about 0.001 of a core, 100 Mbit/s about 0.05.
+	idleLoad = 0.02
 )
 
 // Run governs GOMAXPROCS until ctx is done, then sets Max again. It returns at once
@@ -101,6 +111,11 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 	if interval <= 0 {
 		interval = 200 * time.Millisecond
 	}
+	idleInterval := g.IdleInterval
+	if idleInterval <= 0 {
+		idleInterval = time.Second
+	}
+	idleInterval = max(idleInterval, interval)
 	last, err := read()
 	if limit <= 1 || err != nil {
 		return
@@ -113,7 +128,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 	set(1)
 	defer set(limit)
 	at := time.Now()
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -122,6 +137,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 		case now := <-t.C:
 			cur, err := read()
 			if err != nil || !now.After(at) {
+				t.Reset(interval)
 				continue
 			}
 			load := float64(cur.cpu-last.cpu) / float64(now.Sub(at))
@@ -135,6 +151,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 				log.Debug("GOMAXPROCS", zap.Int("from", from), zap.Int("to", st.procs), zap.Float64("load", load), zap.Int("lower_after", st.need))
 				set(st.procs)
 			}
+			t.Reset(st.interval(interval, idleInterval))
 		}
 	}
 }
@@ -144,6 +161,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 type procsState struct {
 	procs, limit int
 	low          int // light samples in a row (while procs > 1)
+	idle         int // idle samples in a row (while procs is 1)
 	need         int // light samples in a row that bring procs back to one; 0: lowerAfter
 	watch        int // samples left in which a raise means the last return was wrong
 }
@@ -153,6 +171,11 @@ type procsState struct {
 func (s *procsState) next(saturated bool, load float64) int {
 	if s.need == 0 {
 		s.need = lowerAfter
+	}
+	if s.procs == 1 && !saturated && load < idleLoad {
+		s.idle++
+	} else {
+		s.idle = 0
 	}
 	switch {
 	case s.procs < s.limit && saturated:
@@ -173,6 +196,16 @@ func (s *procsState) next(saturated bool, load float64) int {
 		s.watch = max(s.watch-1, 0)
 	}
 	return s.procs
+}
+
+// interval is the wait before the next sample: base, doubled for each idle sample in
+// a row, up to idle.
+func (s *procsState) interval(base, idle time.Duration) time.Duration {
+	d := base
+	for i := 0; i < s.idle && d < idle; i++ {
+		d *= 2
+	}
+	return min(d, idle)
 }
 
 // newProcsReader returns a function that reads the process's CPU time (getrusage)

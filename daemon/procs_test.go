@@ -80,6 +80,81 @@ func TestProcsStateBounce(t *testing.T) {
 	}
 }
 
+// TestProcsStateInterval: idle samples on one thread stretch the interval, doubling up
+// to the idle interval; any other sample brings it back to the base.
+func TestProcsStateInterval(t *testing.T) {
+	const base, idle = 200 * time.Millisecond, time.Second
+	s := procsState{procs: 1, limit: 2}
+	if d := s.interval(base, idle); d != base {
+		t.Fatalf("before any sample: %v, want %v", d, base)
+	}
+	for i, want := range []time.Duration{400, 800, 1000, 1000} {
+		s.next(false, 0.001)
+		if d := s.interval(base, idle); d != want*time.Millisecond {
+			t.Fatalf("after %d idle samples: %v, want %v", i+1, d, want*time.Millisecond)
+		}
+	}
+	for _, c := range []struct {
+		name      string
+		saturated bool
+		load      float64
+	}{
+		{"light but not idle (100 Mbit/s)", false, 0.05},
+		{"saturated", true, 0.9},
+	} {
+		for range 5 {
+			s.next(false, 0)
+		}
+		s.next(c.saturated, c.load)
+		if d := s.interval(base, idle); d != base {
+			t.Errorf("%s after idle samples: %v, want %v", c.name, d, base)
+		}
+	}
+	// On all threads the governor watches at the base rate, whatever the load.
+	s = procsState{procs: 2, limit: 2}
+	for range 5 {
+		s.next(false, 0)
+	}
+	if d := s.interval(base, idle); d != base {
+		t.Fatalf("on two threads: %v, want %v", d, base)
+	}
+}
+
+// TestProcsGovernorIdle: an idle process is sampled at the idle interval, not every
+// Interval, and a load that appears is seen within an idle interval and raised
+// within two.
+func TestProcsGovernorIdle(t *testing.T) {
+	f := &fakeProcs{since: time.Now()}
+	g := &ProcsGovernor{Max: 2, Interval: 10 * time.Millisecond, IdleInterval: 80 * time.Millisecond, read: f.countedRead, set: f.set}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(200 * time.Millisecond) // backing off: 10+20+40+80 ms
+	r0 := f.readCount()
+	time.Sleep(800 * time.Millisecond)
+	// At 80 ms, 10 samples; at the base interval it would be 80.
+	if n := f.readCount() - r0; n > 20 || n < 5 {
+		t.Fatalf("%d samples in 800 ms of idleness, want about 10 (IdleInterval 80 ms)", n)
+	}
+	f.setLoad(1.5, 10, 0)
+	start := time.Now()
+	for deadline := start.Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if n, _ := f.last(); n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a load after idleness was not raised")
+		}
+	}
+	// Seen within one idle interval (averaged over it, 1.5 cores for part of it
+	// need not count as saturated), raised one base interval later at most.
+	if d := time.Since(start); d > 2*g.IdleInterval+50*time.Millisecond {
+		t.Fatalf("raised %v after the load began, want ≤ %v", d, 2*g.IdleInterval)
+	}
+}
+
 // fakeProcs is a process whose CPU load and scheduling waits the test sets.
 type fakeProcs struct {
 	mu      sync.Mutex
@@ -89,7 +164,18 @@ type fakeProcs struct {
 	runs    float64 // goroutines scheduled per second since since
 	waiting float64 // the fraction of them that waited long
 	sets    []int
+	reads   int
 }
+
+// countedRead is read, counted.
+func (f *fakeProcs) countedRead() (procsSample, error) {
+	f.mu.Lock()
+	f.reads++
+	f.mu.Unlock()
+	return f.read()
+}
+
+func (f *fakeProcs) readCount() int { f.mu.Lock(); defer f.mu.Unlock(); return f.reads }
 
 func (f *fakeProcs) read() (procsSample, error) {
 	f.mu.Lock()
@@ -132,7 +218,7 @@ func (f *fakeProcs) last() (int, int) {
 // under lowerLoad, and Max when it ends.
 func TestProcsGovernor(t *testing.T) {
 	f := &fakeProcs{since: time.Now()}
-	g := &ProcsGovernor{Max: 2, Interval: 20 * time.Millisecond, read: f.read, set: f.set}
+	g := &ProcsGovernor{Max: 2, Interval: 20 * time.Millisecond, IdleInterval: 40 * time.Millisecond, read: f.read, set: f.set}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); g.Run(ctx) }()
