@@ -28,7 +28,9 @@
 #          idle, and while an iperf3 download runs through the tunnel
 #   cpu    utime+stime of tetherd up and tetherd serve (/proc/PID/stat) while
 #          iperf3 moves a fixed 100 Mbit/s, then 1 Gbit/s (TCP, up and down), in %
-#          of one core
+#          of one core; first, over 10 s of an idle tunnel, their CPU and their
+#          wake-ups per second (context switches of all their threads: what keeps
+#          a phone's or a laptop's CPU out of its deep sleep states)
 #   rss    VmRSS of tetherd up and serve: idle, holding 1,000 and 10,000 idle
 #          TCP connections (bench/loadgen hold), and 10 s after they closed
 # for each transport in BENCH_MODES: ws (serve --insecure-plaintext) and tls.
@@ -375,6 +377,8 @@ m_floor() {
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# switches PID: context switches so far of all the process's threads.
+switches() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }'; }
 # snap_heap NAME: with BENCH_PPROF, tetherd up's heap profile and metrics (raw/).
 snap_heap() {
 	[ -n "${BENCH_PPROF:-}" ] || return 0
@@ -386,8 +390,16 @@ mib() { awk -v k="$1" 'BEGIN { if (k == "NA") print "NA"; else printf "%.1f", k 
 
 # m_cpu MODE: CPU of tetherd up and serve at a fixed 100 Mbit/s, up and down.
 m_cpu() {
-	local mode=$1 dir mbit u0 s0 u1 s1 t0 t1 hz
+	local mode=$1 dir mbit u0 s0 u1 s1 t0 t1 hz w0 v0
 	hz=$(getconf CLK_TCK)
+	sleep 3 # whatever ran before has settled
+	u0=$(ticks "$UP_PID") s0=$(ticks "$SERVE_PID") w0=$(switches "$UP_PID") v0=$(switches "$SERVE_PID") t0=$(tt_now_ms)
+	sleep 10
+	u1=$(ticks "$UP_PID") s1=$(ticks "$SERVE_PID") t1=$(tt_now_ms)
+	record "$mode" idle_wakeups_client tunnel "$(awk -v a="$w0" -v b="$(switches "$UP_PID")" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) * 1000 / ms }')"
+	record "$mode" idle_wakeups_peer tunnel "$(awk -v a="$v0" -v b="$(switches "$SERVE_PID")" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) * 1000 / ms }')"
+	record "$mode" idle_cpu_client tunnel "$(awk -v a="$u0" -v b="$u1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", (b - a) / hz * 100000 / ms }')"
+	record "$mode" idle_cpu_peer tunnel "$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", (b - a) / hz * 100000 / ms }')"
 	for mbit in 100 1000; do
 		for dir in up down; do
 			local r=()

@@ -68,7 +68,7 @@ END {
 		row(m, "rr_busy_p50_us", "ping-pong beside " hogs " CPU hogs p50, µs")
 		row(m, "rr_busy_p99_us", "ping-pong beside " hogs " CPU hogs p99, µs")
 	}
-	for (k in vals) if (k ~ /(cpu100|cpu1000|rss)_/) { procrows = 1; break }
+	for (k in vals) if (k ~ /(cpu100|cpu1000|rss|idle_cpu)_/) { procrows = 1; break }
 	if (procrows) {
 		print ""
 		print "| transport | tunnel process | tetherd up (client) | tetherd serve (peer) |"
@@ -76,6 +76,8 @@ END {
 	}
 	for (i = 1; i <= nmodes && procrows; i++) {
 		m = modes[i]
+		trow(m, "idle_wakeups", "idle: wake-ups per second")
+		trow(m, "idle_cpu", "idle: CPU, % of a core")
 		trow(m, "cpu100_up", "CPU at 100 Mbit/s up, % of a core")
 		trow(m, "cpu100_down", "CPU at 100 Mbit/s down, % of a core")
 		trow(m, "cpu1000_up", "CPU at 1 Gbit/s up, % of a core")
