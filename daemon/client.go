@@ -138,9 +138,14 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			d.Close()
 		}
 	}()
-	tick := time.NewTicker(time.Second)
+	// Housekeeping (rates, memory, draining sessions) every second while anything
+	// changes, stretching to every 5 s while the tunnel is idle: an idle tunnel then
+	// hardly wakes the CPU.
+	var pace Pacer
+	tick := time.NewTimer(pace.Next(true))
 	defer tick.Stop()
 	var mem MemoryReturner
+	lastOpen := 0
 	hadSession := s != nil
 	for {
 		if s == nil {
@@ -155,10 +160,14 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
-			c.sampleRates(now)
+			moved := c.sampleRates(now)
 			ns := st.Stats()
-			mem.Observe(ns.TCPActive + ns.UDPActive)
+			open := ns.TCPActive + ns.UDPActive
+			mem.Observe(open)
 			draining = c.reapDraining(draining)
+			changed := moved || open != lastOpen || mem.Armed() || len(draining) > 0
+			lastOpen = open
+			tick.Reset(pace.Next(changed))
 			continue
 		case <-c.opts.NetworkChanged:
 			// The path may have changed under the session: check it answers, and

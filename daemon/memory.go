@@ -6,7 +6,8 @@ import "runtime/debug"
 // flows. The Go runtime keeps freed heap for reuse and hands it back only gradually
 // (over minutes), so a laptop that opened 10,000 connections would otherwise show
 // that peak in its RSS long after they closed. Observe the number of open flows about
-// once a second; when it falls to a quarter of a peak of at least MinPeak, the heap is
+// once a second (while it stays the same and Armed is false, every few seconds will
+// do); when it falls to a quarter of a peak of at least MinPeak, the heap is
 // collected and returned at once (debug.FreeOSMemory: one full GC, rare by design).
 //
 // One return is not enough: when it runs, most of the flows are still closing, the
@@ -54,15 +55,23 @@ func (m *MemoryReturner) Observe(open int) {
 		m.peak = open
 		return
 	}
-	minPeak := m.MinPeak
-	if minPeak <= 0 {
-		minPeak = 1000
-	}
-	if m.peak >= minPeak && open <= m.peak/4 {
+	if m.peak >= m.minPeak() && open <= m.peak/4 {
 		m.free()
 		m.peak, m.level = open, open
 		m.wait, m.waited = m.settle(), 0
 	}
+}
+
+// Armed tells whether a return may be due soon — a peak of MinPeak or more was seen
+// and the count has not fallen from it yet, or a follow-up is pending — so the caller
+// should keep observing about once a second (it may observe less often otherwise).
+func (m *MemoryReturner) Armed() bool { return m.wait > 0 || m.peak >= m.minPeak() }
+
+func (m *MemoryReturner) minPeak() int {
+	if m.MinPeak > 0 {
+		return m.MinPeak
+	}
+	return 1000
 }
 
 func (m *MemoryReturner) settle() int {

@@ -32,11 +32,12 @@ type ProcsGovernor struct {
 	// Interval is how often the load is sampled. Default 200 ms.
 	Interval time.Duration
 	// IdleInterval is how often it is sampled while the process is idle: each idle
-	// sample in a row (one thread, under idleLoad) doubles the interval, up to this.
-	// Default 1 s; never less than Interval. A wake-up five times a second was most
-	// of an idle daemon's wake-ups (energy on a phone or laptop); the price is up to
-	// IdleInterval more before a transfer that starts after a quiet moment gets the
-	// second thread.
+	// sample in a row (one thread, under idleLoad) doubles the interval, up to this
+	// (Pacer). Default 2 s; never less than Interval. Sampling five times a second
+	// was most of an idle daemon's wake-ups (energy on a phone or a laptop); the
+	// price is up to IdleInterval more before a transfer that starts after a quiet
+	// moment gets the second thread (one carries as much here; latency under the
+	// load is what the second one is for).
 	IdleInterval time.Duration
 	// Log gets a debug line at every change; nil logs nothing.
 	Log *zap.Logger
@@ -113,7 +114,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 	}
 	idleInterval := g.IdleInterval
 	if idleInterval <= 0 {
-		idleInterval = time.Second
+		idleInterval = 2 * time.Second
 	}
 	idleInterval = max(idleInterval, interval)
 	last, err := read()
@@ -128,6 +129,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 	set(1)
 	defer set(limit)
 	at := time.Now()
+	pace := Pacer{Min: interval, Max: idleInterval}
 	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
@@ -151,7 +153,7 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 				log.Debug("GOMAXPROCS", zap.Int("from", from), zap.Int("to", st.procs), zap.Float64("load", load), zap.Int("lower_after", st.need))
 				set(st.procs)
 			}
-			t.Reset(st.interval(interval, idleInterval))
+			t.Reset(pace.Next(!st.quiet(saturated, load)))
 		}
 	}
 }
@@ -161,7 +163,6 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 type procsState struct {
 	procs, limit int
 	low          int // light samples in a row (while procs > 1)
-	idle         int // idle samples in a row (while procs is 1)
 	need         int // light samples in a row that bring procs back to one; 0: lowerAfter
 	watch        int // samples left in which a raise means the last return was wrong
 }
@@ -171,11 +172,6 @@ type procsState struct {
 func (s *procsState) next(saturated bool, load float64) int {
 	if s.need == 0 {
 		s.need = lowerAfter
-	}
-	if s.procs == 1 && !saturated && load < idleLoad {
-		s.idle++
-	} else {
-		s.idle = 0
 	}
 	switch {
 	case s.procs < s.limit && saturated:
@@ -198,14 +194,10 @@ func (s *procsState) next(saturated bool, load float64) int {
 	return s.procs
 }
 
-// interval is the wait before the next sample: base, doubled for each idle sample in
-// a row, up to idle.
-func (s *procsState) interval(base, idle time.Duration) time.Duration {
-	d := base
-	for i := 0; i < s.idle && d < idle; i++ {
-		d *= 2
-	}
-	return min(d, idle)
+// quiet tells whether a sample after next left nothing to watch closely: one thread,
+// and the process idle. The governor then samples less often (Pacer).
+func (s *procsState) quiet(saturated bool, load float64) bool {
+	return s.procs == 1 && !saturated && load < idleLoad
 }
 
 // newProcsReader returns a function that reads the process's CPU time (getrusage)

@@ -80,43 +80,24 @@ func TestProcsStateBounce(t *testing.T) {
 	}
 }
 
-// TestProcsStateInterval: idle samples on one thread stretch the interval, doubling up
-// to the idle interval; any other sample brings it back to the base.
-func TestProcsStateInterval(t *testing.T) {
-	const base, idle = 200 * time.Millisecond, time.Second
-	s := procsState{procs: 1, limit: 2}
-	if d := s.interval(base, idle); d != base {
-		t.Fatalf("before any sample: %v, want %v", d, base)
-	}
-	for i, want := range []time.Duration{400, 800, 1000, 1000} {
-		s.next(false, 0.001)
-		if d := s.interval(base, idle); d != want*time.Millisecond {
-			t.Fatalf("after %d idle samples: %v, want %v", i+1, d, want*time.Millisecond)
-		}
-	}
+// TestProcsStateQuiet: only an idle process on one thread is sampled less often.
+func TestProcsStateQuiet(t *testing.T) {
 	for _, c := range []struct {
 		name      string
+		procs     int
 		saturated bool
 		load      float64
+		want      bool
 	}{
-		{"light but not idle (100 Mbit/s)", false, 0.05},
-		{"saturated", true, 0.9},
+		{"idle on one thread", 1, false, 0.001, true},
+		{"100 Mbit/s on one thread", 1, false, 0.05, false},
+		{"saturated", 1, true, 0.9, false},
+		{"idle on two threads (going back to one is being watched)", 2, false, 0.001, false},
 	} {
-		for range 5 {
-			s.next(false, 0)
+		s := procsState{procs: c.procs, limit: 2}
+		if got := s.quiet(c.saturated, c.load); got != c.want {
+			t.Errorf("%s: quiet = %v, want %v", c.name, got, c.want)
 		}
-		s.next(c.saturated, c.load)
-		if d := s.interval(base, idle); d != base {
-			t.Errorf("%s after idle samples: %v, want %v", c.name, d, base)
-		}
-	}
-	// On all threads the governor watches at the base rate, whatever the load.
-	s = procsState{procs: 2, limit: 2}
-	for range 5 {
-		s.next(false, 0)
-	}
-	if d := s.interval(base, idle); d != base {
-		t.Fatalf("on two threads: %v, want %v", d, base)
 	}
 }
 

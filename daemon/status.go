@@ -58,8 +58,9 @@ type statusState struct {
 	rates          RateMeter
 }
 
-// RateMeter turns byte totals sampled about once a second into rates. The zero value
-// is ready to use; it is safe for concurrent use.
+// RateMeter turns byte totals sampled about once a second (every few seconds while
+// nothing moves) into rates. The zero value is ready to use; it is safe for
+// concurrent use.
 type RateMeter struct {
 	mu               sync.Mutex
 	lastUp, lastDown uint64
@@ -68,10 +69,11 @@ type RateMeter struct {
 }
 
 // Sample records the totals at now; the rates become the change since the previous
-// sample, per second.
-func (m *RateMeter) Sample(now time.Time, up, down uint64) {
+// sample, per second. It reports whether the totals moved since then.
+func (m *RateMeter) Sample(now time.Time, up, down uint64) (moved bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	moved = up != m.lastUp || down != m.lastDown
 	if !m.last.IsZero() {
 		dt := now.Sub(m.last).Seconds()
 		if dt > 0 && up >= m.lastUp && down >= m.lastDown {
@@ -80,6 +82,7 @@ func (m *RateMeter) Sample(now time.Time, up, down uint64) {
 		}
 	}
 	m.lastUp, m.lastDown, m.last = up, down, now
+	return moved
 }
 
 // Rates returns bytes per second up and down between the last two samples.
@@ -118,10 +121,12 @@ func (c *Client) totals() (up, down uint64) {
 	return up, down
 }
 
-// sampleRates updates the one-second rates; Run calls it every second.
-func (c *Client) sampleRates(now time.Time) {
+// sampleRates updates the rates, and reports whether bytes moved since the last
+// sample; Run calls it every second while anything changes, less often while the
+// tunnel is idle.
+func (c *Client) sampleRates(now time.Time) bool {
 	up, down := c.totals()
-	c.status.rates.Sample(now, up, down)
+	return c.status.rates.Sample(now, up, down)
 }
 
 // Status returns the client's state now.

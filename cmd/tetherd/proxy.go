@@ -137,7 +137,7 @@ func runProxy(ctx context.Context, c *cli, args []string) error {
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		mon.sampleEverySecond(sampleCtx)
+		mon.sample(sampleCtx)
 	}()
 	defer func() { stopSampling(); <-sampled }()
 	log.Info("proxy listening", zap.Stringer("addr", ln.Addr()), zap.Bool("auth", auth != nil))
@@ -161,20 +161,26 @@ type proxyMonitor struct {
 	rates        daemon.RateMeter
 }
 
-// sampleEverySecond feeds the rate meter until ctx is done.
-func (m *proxyMonitor) sampleEverySecond(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+// sample feeds the rate meter and the memory returner until ctx is done: every
+// second while anything changes, up to every 5 s while the proxy is idle.
+func (m *proxyMonitor) sample(ctx context.Context) {
+	var pace daemon.Pacer
+	t := time.NewTimer(pace.Next(true))
 	defer t.Stop()
 	var mem daemon.MemoryReturner
+	last := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			ss := m.sessions.Stats()
-			m.rates.Sample(now, ss.BytesUp, ss.BytesDown)
+			moved := m.rates.Sample(now, ss.BytesUp, ss.BytesDown)
 			ps := m.srv.Stats()
-			mem.Observe(ps.TCPActive + ps.UDPActive)
+			open := ps.TCPActive + ps.UDPActive
+			mem.Observe(open)
+			t.Reset(pace.Next(moved || open != last || mem.Armed()))
+			last = open
 		}
 	}
 }

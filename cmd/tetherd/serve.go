@@ -257,15 +257,20 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 	go func() {
 		defer close(memDone)
 		var mem daemon.MemoryReturner
-		t := time.NewTicker(time.Second)
+		var pace daemon.Pacer // every second while streams come and go, up to 5 s idle
+		t := time.NewTimer(pace.Next(true))
 		defer t.Stop()
+		last := 0
 		for {
 			select {
 			case <-memCtx.Done():
 				return
 			case <-t.C:
 				st := peer.Stats()
-				mem.Observe(st.StreamsOpen + st.AssociationsOpen)
+				open := st.StreamsOpen + st.AssociationsOpen
+				mem.Observe(open)
+				t.Reset(pace.Next(open != last || mem.Armed()))
+				last = open
 			}
 		}
 	}()
