@@ -188,6 +188,8 @@ func (s *procsState) next(saturated bool, load float64) int {
 		}
 	case s.procs > 1:
 		s.low = 0
+	case load < idleLoad:
+		s.watch = 0 // the load ended: a raise after this is a new one
 	default:
 		s.watch = max(s.watch-1, 0)
 	}

@@ -78,6 +78,15 @@ func TestProcsStateBounce(t *testing.T) {
 	if n := lightFor(); n != lowerAfter {
 		t.Fatalf("return after a new load took %d light samples, want %d", n, lowerAfter)
 	}
+	// An idle sample ends the watch at once (idle samples may be seconds apart): a
+	// load right after it is a new one too.
+	s.next(true, 0.9)
+	lightFor()
+	s.next(false, 0.001)
+	s.next(true, 0.9)
+	if n := lightFor(); n != lowerAfter {
+		t.Fatalf("return after a load that followed an idle sample took %d light samples, want %d", n, lowerAfter)
+	}
 }
 
 // TestProcsStateQuiet: only an idle process on one thread is sampled less often.
