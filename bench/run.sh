@@ -28,9 +28,10 @@
 #          idle, and while an iperf3 download runs through the tunnel
 #   cpu    utime+stime of tetherd up and tetherd serve (/proc/PID/stat) while
 #          iperf3 moves a fixed 100 Mbit/s, then 1 Gbit/s (TCP, up and down), in %
-#          of one core; first, over 10 s of an idle tunnel, their CPU and their
-#          wake-ups per second (context switches of all their threads: what keeps
-#          a phone's or a laptop's CPU out of its deep sleep states)
+#          of one core; first, over 10 s of an idle tunnel (20 s after the last
+#          traffic), their CPU and their wake-ups per second (context switches of
+#          all their threads: what keeps a phone's or a laptop's CPU out of its
+#          deep sleep states)
 #   rss    VmRSS of tetherd up and serve: idle, holding 1,000 and 10,000 idle
 #          TCP connections (bench/loadgen hold), and 10 s after they closed
 # for each transport in BENCH_MODES: ws (serve --insecure-plaintext) and tls.
@@ -392,7 +393,9 @@ mib() { awk -v k="$1" 'BEGIN { if (k == "NA") print "NA"; else printf "%.1f", k 
 m_cpu() {
 	local mode=$1 dir mbit u0 s0 u1 s1 t0 t1 hz w0 v0
 	hz=$(getconf CLK_TCK)
-	sleep 3 # whatever ran before has settled
+	# Idle means settled: after a load the governor may keep a second thread for up
+	# to 16 s (its back-off), and the paced housekeeping slows down over 5 s.
+	sleep 20
 	u0=$(ticks "$UP_PID") s0=$(ticks "$SERVE_PID") w0=$(switches "$UP_PID") v0=$(switches "$SERVE_PID") t0=$(tt_now_ms)
 	sleep 10
 	u1=$(ticks "$UP_PID") s1=$(ticks "$SERVE_PID") t1=$(tt_now_ms)
