@@ -16,21 +16,27 @@ func TestProcsStateSteps(t *testing.T) {
 		load      float64
 		want      int
 		wantLow   int
+		wantQuiet bool // sampled less often after it (only idle on one thread)
 	}{
-		{"idle on one thread", 1, 0, false, 0.05, 1, 0},
-		{"saturated on one thread: all of them", 1, 0, true, 0.6, 4, 0},
-		{"moderate on one thread: stays", 1, 0, false, 0.6, 1, 0},
-		{"above lowerLoad on all: stays, count restarts", 4, 5, false, 0.7, 4, 0},
-		{"light on all: counts", 4, 0, false, 0.1, 4, 1},
-		{"half a core on all: counts (one thread would do)", 4, 0, false, 0.5, 4, 1},
-		{"light long enough: one", 4, lowerAfter - 1, false, 0.1, 1, 0},
-		{"busy on all: stays", 4, 0, true, 3.5, 4, 0},
+		{"light on one thread", 1, 0, false, 0.05, 1, 0, false},
+		{"idle on one thread", 1, 0, false, 0.001, 1, 0, true},
+		{"saturated on one thread: all of them", 1, 0, true, 0.6, 4, 0, false},
+		{"moderate on one thread: stays", 1, 0, false, 0.6, 1, 0, false},
+		{"above lowerLoad on all: stays, count restarts", 4, 5, false, 0.7, 4, 0, false},
+		{"light on all: counts", 4, 0, false, 0.1, 4, 1, false},
+		{"idle on all: counts, watched closely", 4, 0, false, 0.001, 4, 1, false},
+		{"half a core on all: counts (one thread would do)", 4, 0, false, 0.5, 4, 1, false},
+		{"light long enough: one", 4, lowerAfter - 1, false, 0.1, 1, 0, false},
+		{"busy on all: stays", 4, 0, true, 3.5, 4, 0, false},
 	} {
 		s := procsState{procs: c.procs, limit: 4, low: c.low}
 		got := s.next(c.saturated, c.load)
 		if got != c.want || s.low != c.wantLow {
 			t.Errorf("%s: from %d (%d light), next(%v, %.2f) = %d (%d light); want %d (%d light)",
 				c.name, c.procs, c.low, c.saturated, c.load, got, s.low, c.want, c.wantLow)
+		}
+		if q := s.quiet(c.saturated, c.load); q != c.wantQuiet {
+			t.Errorf("%s: quiet = %v, want %v", c.name, q, c.wantQuiet)
 		}
 	}
 }
@@ -86,27 +92,6 @@ func TestProcsStateBounce(t *testing.T) {
 	s.next(true, 0.9)
 	if n := lightFor(); n != lowerAfter {
 		t.Fatalf("return after a load that followed an idle sample took %d light samples, want %d", n, lowerAfter)
-	}
-}
-
-// TestProcsStateQuiet: only an idle process on one thread is sampled less often.
-func TestProcsStateQuiet(t *testing.T) {
-	for _, c := range []struct {
-		name      string
-		procs     int
-		saturated bool
-		load      float64
-		want      bool
-	}{
-		{"idle on one thread", 1, false, 0.001, true},
-		{"100 Mbit/s on one thread", 1, false, 0.05, false},
-		{"saturated", 1, true, 0.9, false},
-		{"idle on two threads (going back to one is being watched)", 2, false, 0.001, false},
-	} {
-		s := procsState{procs: c.procs, limit: 2}
-		if got := s.quiet(c.saturated, c.load); got != c.want {
-			t.Errorf("%s: quiet = %v, want %v", c.name, got, c.want)
-		}
 	}
 }
 
