@@ -380,6 +380,8 @@ m_floor() {
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # switches PID: context switches so far of all the process's threads.
 switches() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }'; }
+# per_ms FORMAT A B MS SCALE: (B - A) * SCALE / MS, printed with FORMAT.
+per_ms() { awk -v f="$1" -v a="$2" -v b="$3" -v ms="$4" -v k="$5" 'BEGIN { printf f, (b - a) * k / ms }'; }
 # snap_heap NAME: with BENCH_PPROF, tetherd up's heap profile and metrics (raw/).
 snap_heap() {
 	[ -n "${BENCH_PPROF:-}" ] || return 0
@@ -389,20 +391,22 @@ snap_heap() {
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo NA; }
 mib() { awk -v k="$1" 'BEGIN { if (k == "NA") print "NA"; else printf "%.1f", k / 1024 }'; }
 
-# m_cpu MODE: CPU of tetherd up and serve at a fixed 100 Mbit/s, up and down.
+# m_cpu MODE: CPU and wake-ups of tetherd up and serve while the tunnel is idle; their
+# CPU at a fixed 100 Mbit/s and 1 Gbit/s, up and down.
 m_cpu() {
-	local mode=$1 dir mbit u0 s0 u1 s1 t0 t1 hz w0 v0
+	local mode=$1 dir mbit u0 s0 u1 s1 t0 t1 hz w0 v0 pct
 	hz=$(getconf CLK_TCK)
+	pct=$(awk -v hz="$hz" 'BEGIN { print 100000 / hz }') # ticks per ms -> % of a core
 	# Idle means settled: after a load the governor may keep a second thread for up
 	# to 16 s (its back-off), and the paced housekeeping slows down over 5 s.
 	sleep 20
 	u0=$(ticks "$UP_PID") s0=$(ticks "$SERVE_PID") w0=$(switches "$UP_PID") v0=$(switches "$SERVE_PID") t0=$(tt_now_ms)
 	sleep 10
 	u1=$(ticks "$UP_PID") s1=$(ticks "$SERVE_PID") t1=$(tt_now_ms)
-	record "$mode" idle_wakeups_client tunnel "$(awk -v a="$w0" -v b="$(switches "$UP_PID")" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) * 1000 / ms }')"
-	record "$mode" idle_wakeups_peer tunnel "$(awk -v a="$v0" -v b="$(switches "$SERVE_PID")" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) * 1000 / ms }')"
-	record "$mode" idle_cpu_client tunnel "$(awk -v a="$u0" -v b="$u1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", (b - a) / hz * 100000 / ms }')"
-	record "$mode" idle_cpu_peer tunnel "$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.2f", (b - a) / hz * 100000 / ms }')"
+	record "$mode" idle_wakeups_client tunnel "$(per_ms %.1f "$w0" "$(switches "$UP_PID")" $((t1 - t0)) 1000)"
+	record "$mode" idle_wakeups_peer tunnel "$(per_ms %.1f "$v0" "$(switches "$SERVE_PID")" $((t1 - t0)) 1000)"
+	record "$mode" idle_cpu_client tunnel "$(per_ms %.2f "$u0" "$u1" $((t1 - t0)) "$pct")"
+	record "$mode" idle_cpu_peer tunnel "$(per_ms %.2f "$s0" "$s1" $((t1 - t0)) "$pct")"
 	for mbit in 100 1000; do
 		for dir in up down; do
 			local r=()
@@ -411,8 +415,8 @@ m_cpu() {
 			timeout -k 5 $((BENCH_T + 30)) ip netns exec "$LAPTOP" \
 				iperf3 -c "$TT_INET_IP4" -p "$TT_IPERF_PORT" -t "$BENCH_T" -b "${mbit}M" "${r[@]}" >/dev/null 2>&1 || true
 			u1=$(ticks "$UP_PID") s1=$(ticks "$SERVE_PID") t1=$(tt_now_ms)
-			record "$mode" "cpu${mbit}_${dir}_client" tunnel "$(awk -v a="$u0" -v b="$u1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) / hz * 100000 / ms }')"
-			record "$mode" "cpu${mbit}_${dir}_peer" tunnel "$(awk -v a="$s0" -v b="$s1" -v hz="$hz" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", (b - a) / hz * 100000 / ms }')"
+			record "$mode" "cpu${mbit}_${dir}_client" tunnel "$(per_ms %.1f "$u0" "$u1" $((t1 - t0)) "$pct")"
+			record "$mode" "cpu${mbit}_${dir}_peer" tunnel "$(per_ms %.1f "$s0" "$s1" $((t1 - t0)) "$pct")"
 		done
 	done
 }

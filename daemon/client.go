@@ -145,7 +145,6 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	tick := time.NewTimer(pace.Next(true))
 	defer tick.Stop()
 	var mem MemoryReturner
-	lastOpen := 0
 	hadSession := s != nil
 	for {
 		if s == nil {
@@ -162,12 +161,9 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 		case now := <-tick.C:
 			moved := c.sampleRates(now)
 			ns := st.Stats()
-			open := ns.TCPActive + ns.UDPActive
-			mem.Observe(open)
+			watch := mem.Observe(ns.TCPActive + ns.UDPActive)
 			draining = c.reapDraining(draining)
-			changed := moved || open != lastOpen || mem.Armed() || len(draining) > 0
-			lastOpen = open
-			tick.Reset(pace.Next(changed))
+			tick.Reset(pace.Next(moved || watch || len(draining) > 0))
 			continue
 		case <-c.opts.NetworkChanged:
 			// The path may have changed under the session: check it answers, and

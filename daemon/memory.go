@@ -6,9 +6,9 @@ import "runtime/debug"
 // flows. The Go runtime keeps freed heap for reuse and hands it back only gradually
 // (over minutes), so a laptop that opened 10,000 connections would otherwise show
 // that peak in its RSS long after they closed. Observe the number of open flows about
-// once a second (while it stays the same and Armed is false, every few seconds will
-// do); when it falls to a quarter of a peak of at least MinPeak, the heap is
-// collected and returned at once (debug.FreeOSMemory: one full GC, rare by design).
+// once a second (every few seconds while Observe reports nothing to watch); when it
+// falls to a quarter of a peak of at least MinPeak, the heap is collected and
+// returned at once (debug.FreeOSMemory: one full GC, rare by design).
 //
 // One return is not enough: when it runs, most of the flows are still closing, the
 // ones that just closed are still being torn down (gVisor's endpoints, the session's
@@ -24,7 +24,7 @@ type MemoryReturner struct {
 	// Free returns the memory; default debug.FreeOSMemory (tests replace it).
 	Free func()
 
-	peak int
+	peak, last int // the highest count since the last return; the last one seen
 	// level is the lowest count since the last return, wait the observations left
 	// before the follow-up (0: none pending), and waited how many it has waited.
 	level, wait, waited int
@@ -35,8 +35,17 @@ type MemoryReturner struct {
 const maxSettleWait = 30
 
 // Observe records the open flows now, and returns memory if they fell far from
-// their peak, or settled after that.
-func (m *MemoryReturner) Observe(open int) {
+// their peak, or settled after that. It reports whether the caller should keep
+// observing about once a second: the count moved since the last observation, or the
+// returner is Armed.
+func (m *MemoryReturner) Observe(open int) bool {
+	moved := open != m.last
+	m.last = open
+	m.observe(open)
+	return moved || m.Armed()
+}
+
+func (m *MemoryReturner) observe(open int) {
 	if m.wait > 0 {
 		m.waited++
 		switch {

@@ -116,7 +116,6 @@ func (g *ProcsGovernor) Run(ctx context.Context) {
 	if idleInterval <= 0 {
 		idleInterval = 2 * time.Second
 	}
-	idleInterval = max(idleInterval, interval)
 	last, err := read()
 	if limit <= 1 || err != nil {
 		return

@@ -168,7 +168,6 @@ func (m *proxyMonitor) sample(ctx context.Context) {
 	t := time.NewTimer(pace.Next(true))
 	defer t.Stop()
 	var mem daemon.MemoryReturner
-	last := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,10 +176,8 @@ func (m *proxyMonitor) sample(ctx context.Context) {
 			ss := m.sessions.Stats()
 			moved := m.rates.Sample(now, ss.BytesUp, ss.BytesDown)
 			ps := m.srv.Stats()
-			open := ps.TCPActive + ps.UDPActive
-			mem.Observe(open)
-			t.Reset(pace.Next(moved || open != last || mem.Armed()))
-			last = open
+			watch := mem.Observe(ps.TCPActive + ps.UDPActive)
+			t.Reset(pace.Next(moved || watch))
 		}
 	}
 }

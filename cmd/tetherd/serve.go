@@ -260,17 +260,13 @@ func serve(ctx context.Context, stdout io.Writer, cfg *daemon.Config, log *zap.L
 		var pace daemon.Pacer // every second while streams come and go, up to 5 s idle
 		t := time.NewTimer(pace.Next(true))
 		defer t.Stop()
-		last := 0
 		for {
 			select {
 			case <-memCtx.Done():
 				return
 			case <-t.C:
 				st := peer.Stats()
-				open := st.StreamsOpen + st.AssociationsOpen
-				mem.Observe(open)
-				t.Reset(pace.Next(open != last || mem.Armed()))
-				last = open
+				t.Reset(pace.Next(mem.Observe(st.StreamsOpen + st.AssociationsOpen)))
 			}
 		}
 	}()
