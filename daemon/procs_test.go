@@ -100,10 +100,7 @@ func TestProcsStateBounce(t *testing.T) {
 func TestProcsGovernorIdle(t *testing.T) {
 	f := &fakeProcs{since: time.Now()}
 	g := &ProcsGovernor{Max: 2, Interval: 5 * time.Millisecond, IdleInterval: 100 * time.Millisecond, read: f.countedRead, set: f.set}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); g.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer runGovernor(g)()
 
 	time.Sleep(300 * time.Millisecond) // backing off: 5, 10, 20, 40, 80, 100 ms
 	r0 := f.readCount()
@@ -122,6 +119,14 @@ func TestProcsGovernorIdle(t *testing.T) {
 			t.Fatal("a load after idleness was not raised within 5 s")
 		}
 	}
+}
+
+// runGovernor runs g.Run in a goroutine; the function it returns ends it and waits.
+func runGovernor(g *ProcsGovernor) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.Run(ctx) }()
+	return func() { cancel(); <-done }
 }
 
 // fakeProcs is a process whose CPU load and scheduling waits the test sets.
@@ -188,9 +193,7 @@ func (f *fakeProcs) last() (int, int) {
 func TestProcsGovernor(t *testing.T) {
 	f := &fakeProcs{since: time.Now()}
 	g := &ProcsGovernor{Max: 2, Interval: 20 * time.Millisecond, IdleInterval: 40 * time.Millisecond, read: f.read, set: f.set}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); g.Run(ctx) }()
+	stop := runGovernor(g)
 
 	waitSet := func(what string, want int) {
 		t.Helper()
@@ -238,8 +241,7 @@ func TestProcsGovernor(t *testing.T) {
 	if between != 1 {
 		t.Fatalf("%d sets after the load ended, want one", between)
 	}
-	cancel()
-	<-done
+	stop()
 	if n, _ := f.last(); n != 2 {
 		t.Fatalf("GOMAXPROCS %d after Run ended, want Max (2)", n)
 	}
