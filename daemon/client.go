@@ -122,7 +122,8 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 	var draining []*transport.Session // sessions the peer is taking down gracefully
 	// A session found dead is closed in the background: Close waits for the
 	// WebSocket close handshake (up to seconds on a path that is gone), and the
-	// reconnect must not wait for it. Run waits for these closes before returning.
+	// reconnect must not wait for it. So is one left behind by a network change,
+	// once its streams ended. Run waits for these closes before returning.
 	var closing sync.WaitGroup
 	defer closing.Wait()
 	closeDead := func(s *transport.Session) { closing.Go(func() { s.Close() }) }
@@ -174,10 +175,13 @@ func (c *Client) Run(ctx context.Context, ready func()) error {
 			}
 			if fresh != nil {
 				// New flows take the new path now. The old session keeps its
-				// streams while it lives (its path may come back); keepalive ends
-				// it if not.
+				// streams while it lives (its path may come back; keepalive ends it
+				// if not) and closes after the last: a GOAWAY tells the peer so,
+				// or a path that came back would keep it up for good.
 				c.log.Info("network changed and the peer did not answer at once; moved to a new session", zap.Error(err))
 				draining = append(draining, s)
+				old := s
+				closing.Go(func() { _ = old.Shutdown(ctx) })
 				s = fresh
 				c.connected(s, true)
 				continue

@@ -19,12 +19,14 @@ import (
 
 // blackholeRelay forwards TCP connections to target. blackhole makes every
 // connection relayed so far drop what it carries, silently, as a path that vanished
-// does; connections made later work.
+// does; connections made later work. hold makes them hold it instead, until release:
+// a path that stalls and comes back.
 type blackholeRelay struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
 	dead   []*atomic.Bool
+	held   map[*atomic.Bool]chan struct{} // closed on release
 	wg     sync.WaitGroup
 	conns  []net.Conn
 }
@@ -55,6 +57,7 @@ func newBlackholeRelay(t *testing.T, target string) *blackholeRelay {
 				buf := make([]byte, 32<<10)
 				for {
 					n, err := src.Read(buf)
+					r.wait(dead)
 					if n > 0 && !dead.Load() {
 						if _, err := dst.Write(buf[:n]); err != nil {
 							return
@@ -71,6 +74,7 @@ func newBlackholeRelay(t *testing.T, target string) *blackholeRelay {
 	})
 	t.Cleanup(func() {
 		ln.Close()
+		r.release()
 		r.mu.Lock()
 		for _, c := range r.conns {
 			c.Close()
@@ -79,6 +83,38 @@ func newBlackholeRelay(t *testing.T, target string) *blackholeRelay {
 		r.wg.Wait()
 	})
 	return r
+}
+
+// hold stalls every connection relayed so far until release.
+func (r *blackholeRelay) hold() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held = make(map[*atomic.Bool]chan struct{})
+	gate := make(chan struct{})
+	for _, d := range r.dead {
+		r.held[d] = gate
+	}
+}
+
+// release lets held connections go on with what they held.
+func (r *blackholeRelay) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, gate := range r.held {
+		close(gate)
+		break // one gate for all
+	}
+	r.held = nil
+}
+
+// wait blocks while the connection of dead is held.
+func (r *blackholeRelay) wait(dead *atomic.Bool) {
+	r.mu.Lock()
+	gate := r.held[dead]
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 }
 
 func (r *blackholeRelay) blackhole() {
@@ -150,5 +186,78 @@ func TestNetworkChangeMovesToANewSession(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if got := c.Status(); got.Reconnects != now.Reconnects {
 		t.Fatalf("a healthy session was replaced: reconnects %d -> %d", now.Reconnects, got.Reconnects)
+	}
+}
+
+// TestNetworkChangeEndsTheOldSession: a session left behind by a network change —
+// its path stalled, so the client moved to a new one, and then came back — carries
+// its open flows to their end and then closes; it does not live on beside the new
+// one, kept alive by its keepalives.
+func TestNetworkChangeEndsTheOldSession(t *testing.T) {
+	p := newPeerRig(t, "")
+	relay := newBlackholeRelay(t, strings.TrimSuffix(strings.TrimPrefix(p.url, "ws://"), "/tether"))
+	url := "ws://" + relay.ln.Addr().String() + "/tether"
+	netChanged := make(chan struct{}, 1)
+	dev, app := tuntest.Pair(t, appV4)
+	c := runClient(t, ClientOptions{
+		TUN: dev,
+		Dial: func(ctx context.Context) (*transport.Session, error) {
+			return transport.Dial(ctx, url, nil)
+		},
+		NetworkChanged: netChanged,
+		Logger:         zaptest.NewLogger(t),
+	})
+	flow, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flow.Close()
+	echo := func(conn net.Conn) error {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_, err = io.ReadFull(conn, make([]byte, 4))
+		return err
+	}
+	if err := echo(flow); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Status()
+
+	relay.hold() // the old path stalls
+	netChanged <- struct{}{}
+	start := time.Now()
+	for c.Status().Reconnects == before.Reconnects {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("still on the old session 5 s after the network change")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	relay.release() // ... and comes back
+	if n := p.srv.Sessions(); n != 2 {
+		t.Fatalf("%d sessions at the peer after the move, want the old and the new", n)
+	}
+	if err := echo(flow); err != nil {
+		t.Fatalf("the old session's flow broke when its path came back: %v", err)
+	}
+	flow.Close()
+	start = time.Now()
+	for p.srv.Sessions() != 1 {
+		// Keepalives (every 5 s) would keep the old session up for good.
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d sessions at the peer 5 s after the old one's last flow closed, want 1", p.srv.Sessions())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("old session ended %v after its last flow", time.Since(start).Round(time.Millisecond))
+	// New flows still work, on the new session.
+	conn, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := echo(conn); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -314,8 +314,11 @@ func (c *Session) Close() error {
 }
 
 // Shutdown announces GOAWAY (no new streams), waits for the open streams to finish
-// or ctx to be done, then closes the session.
-func (c *Session) Shutdown(ctx context.Context) error { return c.s.goAway(ctx, "client shutting down") }
+// or ctx to be done, then closes the session. The session's datagram associations
+// end at once (the application's next datagram opens one on another session).
+func (c *Session) Shutdown(ctx context.Context) error {
+	return c.s.goAway(ctx, "client closing this session")
+}
 
 // errOr returns the session's error or def.
 func (s *session) errOr(def error) error {
