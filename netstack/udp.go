@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tetherd/tetherd/internal/flowtab"
+	"github.com/tetherd/tetherd/internal/shrink"
 )
 
 // A UDP association is keyed by the application's source endpoint alone: every
@@ -44,8 +45,9 @@ type pendingDgram struct {
 const maxPending = 16
 
 type udpTable struct {
-	mu sync.Mutex
-	m  map[netip.AddrPort]*udpAssoc
+	mu   sync.Mutex
+	m    map[netip.AddrPort]*udpAssoc
+	peak shrink.Peak // of m
 	// bufs holds the 64 KiB receive buffers: an association whose PacketConn is a
 	// ReadWaiter takes one only while a datagram is waiting.
 	bufs sync.Pool
@@ -115,6 +117,7 @@ func (s *Stack) handleUDP(id stack.TransportEndpointID, pkt *stack.PacketBuffer)
 		}
 		a = &udpAssoc{src: src, flow: s.flows.Start("udp", src, dst), idle: idle, lastUsed: time.Now()}
 		s.udp.m[src] = a
+		s.udp.peak.Grew(len(s.udp.m))
 		s.udp.mu.Unlock()
 		s.udpTotal.Add(1)
 		a.pending = append(a.pending, pendingDgram{dst, data})
@@ -162,8 +165,8 @@ func (s *Stack) evictOldestLocked() {
 		a.mu.Unlock()
 	}
 	if oldest != nil {
-		delete(s.udp.m, oldest.src)
-		go oldest.close() // not under the table lock: Close may talk to the peer
+		delete(s.udp.m, oldest.src) // the table is full: nothing to shrink
+		go oldest.close()           // not under the table lock: Close may talk to the peer
 	}
 }
 
@@ -171,6 +174,7 @@ func (s *Stack) removeUDP(a *udpAssoc) {
 	s.udp.mu.Lock()
 	if s.udp.m[a.src] == a {
 		delete(s.udp.m, a.src)
+		s.udp.m = shrink.Map(&s.udp.peak, s.udp.m)
 	}
 	s.udp.mu.Unlock()
 	a.close()

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tetherd/tetherd/internal/shrink"
 )
 
 // idleWaiter watches the destination connections of idle relays with one epoll set
@@ -22,6 +24,7 @@ type idleWaiter struct {
 	evfd    int // eventfd that wakes the loop to check whether it should end
 	next    int32
 	watches map[int32]func()
+	peak    shrink.Peak // of watches
 }
 
 func (w *idleWaiter) init() {
@@ -62,6 +65,7 @@ func (w *idleWaiter) watch(rc syscall.RawConn, kick func()) (int32, error) {
 		return 0, err
 	}
 	w.watches[tok] = kick
+	w.peak.Grew(len(w.watches))
 	return tok, nil
 }
 
@@ -74,6 +78,7 @@ func (w *idleWaiter) cancel(tok int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.watches, tok)
+	w.watches = shrink.Map(&w.peak, w.watches)
 	w.wakeIfEmptyLocked()
 }
 
@@ -127,6 +132,7 @@ func (w *idleWaiter) loop(epfd, evfd int) {
 				kicks = append(kicks, kick)
 			}
 		}
+		w.watches = shrink.Map(&w.peak, w.watches)
 		end := len(w.watches) == 0 || (err != nil && !errors.Is(err, unix.EINTR))
 		if end {
 			w.epfd, w.evfd = -1, -1

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
+	"github.com/tetherd/tetherd/internal/shrink"
 	"github.com/tetherd/tetherd/transport/wire"
 )
 
@@ -102,6 +103,7 @@ type session struct {
 	// stream table, guarded by mu
 	mu            sync.Mutex
 	entries       map[uint32]entry
+	entriesPeak   shrink.Peak
 	lastID        uint32 // client: last id used; server: highest id opened by the client
 	nStreams      int
 	nAssocs       int
@@ -551,6 +553,7 @@ func (s *session) handleOpen(h wire.Header, p []byte) error {
 		s.nAssocs++
 	}
 	s.entries[h.Stream] = e
+	s.entriesPeak.Grew(len(s.entries))
 	s.pendingOpens++
 	s.mu.Unlock()
 	s.streamsTotal.Add(1)
@@ -587,6 +590,7 @@ func (s *session) register(mk func(id uint32) entry, tcp bool) (entry, error) {
 	s.lastID++
 	e := mk(s.lastID)
 	s.entries[s.lastID] = e
+	s.entriesPeak.Grew(len(s.entries))
 	if tcp {
 		s.nStreams++
 	} else {
@@ -602,6 +606,7 @@ func (s *session) remove(e entry, extraWindow int64) {
 	s.mu.Lock()
 	if cur, ok := s.entries[e.id()]; ok && cur == e {
 		delete(s.entries, e.id())
+		s.entries = shrink.Map(&s.entriesPeak, s.entries)
 		if _, ok := e.(*Stream); ok {
 			s.nStreams--
 		} else {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tetherd/tetherd/internal/shrink"
 )
 
 // Info describes one open flow.
@@ -74,6 +76,7 @@ func (f *Flow) Open() {
 	t := f.table
 	t.mu.Lock()
 	t.m[f.id] = f
+	t.peak.Grew(len(t.m))
 	t.mu.Unlock()
 }
 
@@ -84,6 +87,7 @@ func (f *Flow) Close() {
 	t.mu.Lock()
 	if t.m[f.id] == f {
 		delete(t.m, f.id)
+		t.m = shrink.Map(&t.peak, t.m)
 	}
 	t.mu.Unlock()
 }
@@ -100,6 +104,7 @@ type Table struct {
 	next atomic.Uint64
 	mu   sync.Mutex
 	m    map[uint64]*Flow
+	peak shrink.Peak // of m
 }
 
 // New returns an empty table.
