@@ -45,8 +45,17 @@ func up(ctx context.Context, c *cli, cfg *daemon.Config, cs *daemon.ClientSettin
 		return err
 	}
 	defer pc.Close()
-	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
+	// Opened here rather than with tun.CreateTUN: wireguard-go's up/down watchers,
+	// which nothing here reads, would write to the device once a second and wake an
+	// idle laptop for it. linux.Up sets the MTU.
+	fd, err := linux.OpenTUN(cfg.TUN.Name)
 	if err != nil {
+		return err
+	}
+	dev, _, err := tun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		// fd is in an os.File by then, whose finalizer closes it: closing it here
+		// too could close a descriptor that reused the number.
 		return fmt.Errorf("create TUN %s: %w", cfg.TUN.Name, err)
 	}
 	defer drainEvents(dev)()
