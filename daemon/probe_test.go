@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+	wgnetstack "golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/tetherd/tetherd/internal/tuntest"
 	"github.com/tetherd/tetherd/transport"
@@ -125,23 +126,39 @@ func (r *blackholeRelay) blackhole() {
 	}
 }
 
-// TestNetworkChangeMovesToANewSession: after a network change, a session that does
-// not answer at once is replaced by a new one as soon as that is up — well within
-// the 3 s the ping alone would wait — and new flows work on it.
-func TestNetworkChangeMovesToANewSession(t *testing.T) {
-	p := newPeerRig(t, "")
-	relay := newBlackholeRelay(t, strings.TrimSuffix(strings.TrimPrefix(p.url, "ws://"), "/tether"))
-	url := "ws://" + relay.ln.Addr().String() + "/tether"
-	netChanged := make(chan struct{}, 1)
+// relayedClient is a client whose peer is reached through a blackholeRelay, and that
+// is told of network changes through netChanged.
+type relayedClient struct {
+	peer       *peerRig
+	relay      *blackholeRelay
+	netChanged chan struct{}
+	c          *Client
+	app        *wgnetstack.Net
+}
+
+func newRelayedClient(t *testing.T) *relayedClient {
+	r := &relayedClient{peer: newPeerRig(t, ""), netChanged: make(chan struct{}, 1)}
+	r.relay = newBlackholeRelay(t, strings.TrimSuffix(strings.TrimPrefix(r.peer.url, "ws://"), "/tether"))
+	url := "ws://" + r.relay.ln.Addr().String() + "/tether"
 	dev, app := tuntest.Pair(t, appV4)
-	c := runClient(t, ClientOptions{
+	r.app = app
+	r.c = runClient(t, ClientOptions{
 		TUN: dev,
 		Dial: func(ctx context.Context) (*transport.Session, error) {
 			return transport.Dial(ctx, url, nil)
 		},
-		NetworkChanged: netChanged,
+		NetworkChanged: r.netChanged,
 		Logger:         zaptest.NewLogger(t),
 	})
+	return r
+}
+
+// TestNetworkChangeMovesToANewSession: after a network change, a session that does
+// not answer at once is replaced by a new one as soon as that is up — well within
+// the 3 s the ping alone would wait — and new flows work on it.
+func TestNetworkChangeMovesToANewSession(t *testing.T) {
+	r := newRelayedClient(t)
+	relay, netChanged, c, app := r.relay, r.netChanged, r.c, r.app
 	echo := func() error {
 		conn, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
 		if err != nil {
@@ -194,19 +211,8 @@ func TestNetworkChangeMovesToANewSession(t *testing.T) {
 // its open flows to their end and then closes; it does not live on beside the new
 // one, kept alive by its keepalives.
 func TestNetworkChangeEndsTheOldSession(t *testing.T) {
-	p := newPeerRig(t, "")
-	relay := newBlackholeRelay(t, strings.TrimSuffix(strings.TrimPrefix(p.url, "ws://"), "/tether"))
-	url := "ws://" + relay.ln.Addr().String() + "/tether"
-	netChanged := make(chan struct{}, 1)
-	dev, app := tuntest.Pair(t, appV4)
-	c := runClient(t, ClientOptions{
-		TUN: dev,
-		Dial: func(ctx context.Context) (*transport.Session, error) {
-			return transport.Dial(ctx, url, nil)
-		},
-		NetworkChanged: netChanged,
-		Logger:         zaptest.NewLogger(t),
-	})
+	r := newRelayedClient(t)
+	p, relay, netChanged, c, app := r.peer, r.relay, r.netChanged, r.c, r.app
 	flow, err := app.DialContextTCPAddrPort(ctx10(t), netip.MustParseAddrPort("198.51.100.7:80"))
 	if err != nil {
 		t.Fatal(err)

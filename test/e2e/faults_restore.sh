@@ -194,24 +194,9 @@ check_no_leak_during_flaps() {
 }
 
 check_cleanup() {
-	local names=("$LAPTOP" "$MIDDLE" "$PHONE" "$INTERNET") rc=0 ns
-	local keep=${TT_KEEP:-0}
-	TT_KEEP=1
-	tt_cleanup 2>/dev/null
-	TT_KEEP=$keep
-	TT_CLEANED=0
-	TT_PIDS=()
-	TT_NAMESPACES=()
-	for ns in "${names[@]}"; do
-		if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
-			echo "namespace $ns still exists"
-			rc=1
-		fi
-		if [ -e "/etc/netns/$ns" ]; then
-			echo "/etc/netns/$ns still exists"
-			rc=1
-		fi
-	done
+	local names=("$LAPTOP" "$MIDDLE" "$PHONE" "$INTERNET") rc=0
+	tt_cleanup_keep_work
+	tt_namespaces_gone "${names[@]}" || rc=1
 	tt_root_unchanged || { echo "the ROOT namespace changed"; rc=1; }
 	[ "$rc" = 0 ] && echo "namespaces gone; root rules, routes and /etc/resolv.conf unchanged"
 	return "$rc"

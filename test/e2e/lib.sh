@@ -237,6 +237,35 @@ tt_snapshot_root() {
 	cp /etc/resolv.conf "$d/resolv.conf" 2>/dev/null || : >"$d/resolv.conf"
 }
 
+# tt_cleanup_keep_work: tt_cleanup without removing WORK (a check's output lives
+# there); the EXIT trap removes it afterwards.
+tt_cleanup_keep_work() {
+	local keep=${TT_KEEP:-0}
+	TT_KEEP=1
+	tt_cleanup 2>/dev/null
+	TT_KEEP=$keep
+	TT_CLEANED=0
+	TT_PIDS=()
+	TT_NAMESPACES=()
+}
+
+# tt_namespaces_gone NS...: says which of the namespaces, or their /etc/netns
+# directories, still exist; fails if any does.
+tt_namespaces_gone() {
+	local ns rc=0
+	for ns in "$@"; do
+		if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
+			echo "namespace $ns still exists"
+			rc=1
+		fi
+		if [ -e "/etc/netns/$ns" ]; then
+			echo "/etc/netns/$ns still exists"
+			rc=1
+		fi
+	done
+	return "$rc"
+}
+
 # tt_root_unchanged: compare the root namespace with the snapshot of tt_init; print
 # the differences.
 tt_root_unchanged() {

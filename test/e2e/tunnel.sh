@@ -574,36 +574,15 @@ check_wrong_token() {
 }
 
 check_cleanup() {
-	local names=("$LAPTOP" "$PHONE" "$INTERNET") rc=0 ns
+	local names=("$LAPTOP" "$PHONE" "$INTERNET") rc=0
 	tt_cleanup_keep_work
-	for ns in "${names[@]}"; do
-		if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
-			echo "namespace $ns still exists"
-			rc=1
-		fi
-		if [ -e "/etc/netns/$ns" ]; then
-			echo "/etc/netns/$ns still exists"
-			rc=1
-		fi
-	done
+	tt_namespaces_gone "${names[@]}" || rc=1
 	if ! tt_root_unchanged; then
 		echo "the ROOT namespace changed (see the diff above)"
 		rc=1
 	fi
 	[ "$rc" = 0 ] && echo "namespaces and /etc/netns dirs gone; root rules, routes and /etc/resolv.conf byte-identical to the start"
 	return "$rc"
-}
-
-# tt_cleanup without removing WORK (the check output lives there); the EXIT trap
-# removes it afterwards.
-tt_cleanup_keep_work() {
-	local keep=${TT_KEEP:-0}
-	TT_KEEP=1
-	tt_cleanup 2>/dev/null
-	TT_KEEP=$keep
-	TT_CLEANED=0
-	TT_PIDS=()
-	TT_NAMESPACES=()
 }
 
 # ---- main ------------------------------------------------------------------------
