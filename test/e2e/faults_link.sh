@@ -140,32 +140,32 @@ check_peer_kill() {
 	return "$rc"
 }
 
-# A silent peer: SIGSTOP serve for 15 s. Keepalive must notice within
-# keepalive_timeout (plus one keepalive interval of slack), and traffic flow again
-# after SIGCONT with nothing done.
-check_sigstop() {
-	need_up || return 1
-	local n0 t0 dt rc=0 mark
+# silence SECONDS WHAT START END: the peer falls silent (the command START, for WHAT)
+# for SECONDS, then END ends the silence. Keepalive must notice within
+# keepalive_timeout (plus slack), and a new flow must work within 30 s of the end
+# with nothing else done.
+silence() {
+	local secs=$1 what=$2 start=$3 end=$4 n0 t0 dt rc=0 mark
 	n0=$(count_lines "$UP_LOG" 'tunnel lost')
 	mark=$(up_mark)
 	t0=$(tt_now_ms)
-	kill -STOP "$TT_SERVE_PID"
-	echo "SIGSTOP at $(date -u +%T.%3N)"
-	if wait_more "$UP_LOG" 'tunnel lost' "$n0" 14; then
+	$start || return 1
+	echo "$what from $(date -u +%T.%3N)"
+	if wait_more "$UP_LOG" 'tunnel lost' "$n0" $((secs - 1)); then
 		dt=$(($(tt_now_ms) - t0))
-		echo "up declared the session dead $(ms "$dt") after SIGSTOP (load average $(cut -d' ' -f1 /proc/loadavg))"
+		echo "up declared the session dead $(ms "$dt") into the $what (load average $(cut -d' ' -f1 /proc/loadavg))"
 		[ "$dt" -le $(((KEEPALIVE_TIMEOUT_S + KEEPALIVE_SLACK_S) * 1000)) ] || { echo "want within keepalive_timeout ${KEEPALIVE_TIMEOUT_S}s + ${KEEPALIVE_SLACK_S} s"; rc=1; }
 	else
-		echo "up did not notice the stopped peer within 14 s"
+		echo "up did not notice the $what within $((secs - 1)) s"
 		rc=1
 	fi
-	while [ $(($(tt_now_ms) - t0)) -lt 15000 ]; do sleep 0.1; done
-	kill -CONT "$TT_SERVE_PID"
-	echo "SIGCONT at $(date -u +%T.%3N)"
+	while [ $(($(tt_now_ms) - t0)) -lt $((secs * 1000)) ]; do sleep 0.1; done
+	$end || return 1
+	echo "$what over at $(date -u +%T.%3N)"
 	if wait_new_flow 30; then
-		echo "after 15 s stopped and SIGCONT, a new flow worked $(ms "$FLOW_MS") later ($FLOW_TRIES tries)"
+		echo "after $secs s of $what, a new flow worked $(ms "$FLOW_MS") after its end ($FLOW_TRIES tries)"
 	else
-		echo "no new flow within 30 s of SIGCONT; up's last lines:"
+		echo "no new flow within 30 s of the end of the $what; up's last lines:"
 		tail -n 5 "$UP_LOG"
 		rc=1
 	fi
@@ -173,35 +173,19 @@ check_sigstop() {
 	return "$rc"
 }
 
+stop_serve() { kill -STOP "$TT_SERVE_PID"; }
+cont_serve() { kill -CONT "$TT_SERVE_PID"; }
+
+# A silent peer: serve stopped (SIGSTOP) for 15 s, then SIGCONT.
+check_sigstop() {
+	need_up || return 1
+	silence 15 "SIGSTOP of serve" stop_serve cont_serve
+}
+
 # The link drops everything for BLACKHOLE_S seconds.
 check_blackhole() {
 	need_up || return 1
-	local n0 t0 dt rc=0 mark
-	n0=$(count_lines "$UP_LOG" 'tunnel lost')
-	mark=$(up_mark)
-	t0=$(tt_now_ms)
-	tt_blackhole on || return 1
-	echo "blackhole on at $(date -u +%T.%3N)"
-	if wait_more "$UP_LOG" 'tunnel lost' "$n0" $((BLACKHOLE_S - 1)); then
-		dt=$(($(tt_now_ms) - t0))
-		echo "up declared the session dead $(ms "$dt") into the blackhole (load average $(cut -d' ' -f1 /proc/loadavg))"
-		[ "$dt" -le $(((KEEPALIVE_TIMEOUT_S + KEEPALIVE_SLACK_S) * 1000)) ] || { echo "want within keepalive_timeout ${KEEPALIVE_TIMEOUT_S}s + ${KEEPALIVE_SLACK_S} s"; rc=1; }
-	else
-		echo "up did not notice the blackhole within $((BLACKHOLE_S - 1)) s"
-		rc=1
-	fi
-	while [ $(($(tt_now_ms) - t0)) -lt $((BLACKHOLE_S * 1000)) ]; do sleep 0.1; done
-	tt_blackhole off || return 1
-	echo "blackhole off at $(date -u +%T.%3N)"
-	if wait_new_flow 30; then
-		echo "after ${BLACKHOLE_S} s of blackhole, a new flow worked $(ms "$FLOW_MS") after the link came back ($FLOW_TRIES tries)"
-	else
-		echo "no new flow within 30 s of the link's return; up's last lines:"
-		tail -n 5 "$UP_LOG"
-		rc=1
-	fi
-	up_events "$mark"
-	return "$rc"
+	silence "$BLACKHOLE_S" blackhole "tt_blackhole on" "tt_blackhole off"
 }
 
 check_no_leak_during_faults() {
