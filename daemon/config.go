@@ -178,8 +178,12 @@ type LimitsConfig struct {
 	DgramQueue Size `yaml:"dgram_queue"`
 	// MaxStreams is how many streams a session may have open. Default 16384.
 	MaxStreams int `yaml:"max_streams"`
-	// MaxPendingOpens is how many OPENs a peer dials at once per session. Default 256.
+	// MaxPendingOpens is how many OPENs a peer dials at once per session. Default 1024.
 	MaxPendingOpens int `yaml:"max_pending_opens"`
+	// MaxPendingOpensPerHost is how many of those one host (any port) may hold once
+	// half of them are taken, so that a host that does not answer cannot hold every
+	// slot. Default 64; a value above MaxPendingOpens counts as MaxPendingOpens.
+	MaxPendingOpensPerHost int `yaml:"max_pending_opens_per_host"`
 	// KeepAlive is the interval between PINGs. Default 5s.
 	KeepAlive Duration `yaml:"keepalive"`
 	// KeepAliveTimeout is how long a session may receive nothing before it is
@@ -190,16 +194,17 @@ type LimitsConfig struct {
 // Defaults of the limits section. They are transport.Config's defaults, which the
 // transport package does not export; keep them in step with transport/config.go.
 const (
-	defaultInitialWindow    = 256 << 10
-	defaultMaxWindow        = 16 << 20
-	defaultSessionWindow    = 64 << 20
-	defaultMaxFrame         = 64 << 10
-	defaultWriteBuffer      = 512 << 10
-	defaultDgramQueue       = 512 << 10
-	defaultMaxStreams       = 16384
-	defaultMaxPendingOpens  = 256
-	defaultKeepAlive        = 5 * time.Second
-	defaultKeepAliveTimeout = 15 * time.Second
+	defaultInitialWindow          = 256 << 10
+	defaultMaxWindow              = 16 << 20
+	defaultSessionWindow          = 64 << 20
+	defaultMaxFrame               = 64 << 10
+	defaultWriteBuffer            = 512 << 10
+	defaultDgramQueue             = 512 << 10
+	defaultMaxStreams             = 16384
+	defaultMaxPendingOpens        = 1024
+	defaultMaxPendingOpensPerHost = 64
+	defaultKeepAlive              = 5 * time.Second
+	defaultKeepAliveTimeout       = 15 * time.Second
 )
 
 // DefaultConfig returns the configuration used when no file is given: the values
@@ -225,16 +230,17 @@ func DefaultConfig() *Config {
 		},
 		Log: LogConfig{Level: "info", Format: "auto"},
 		Limits: LimitsConfig{
-			InitialWindow:    defaultInitialWindow,
-			MaxWindow:        defaultMaxWindow,
-			SessionWindow:    defaultSessionWindow,
-			MaxFrame:         defaultMaxFrame,
-			WriteBuffer:      defaultWriteBuffer,
-			DgramQueue:       defaultDgramQueue,
-			MaxStreams:       defaultMaxStreams,
-			MaxPendingOpens:  defaultMaxPendingOpens,
-			KeepAlive:        Duration(defaultKeepAlive),
-			KeepAliveTimeout: Duration(defaultKeepAliveTimeout),
+			InitialWindow:          defaultInitialWindow,
+			MaxWindow:              defaultMaxWindow,
+			SessionWindow:          defaultSessionWindow,
+			MaxFrame:               defaultMaxFrame,
+			WriteBuffer:            defaultWriteBuffer,
+			DgramQueue:             defaultDgramQueue,
+			MaxStreams:             defaultMaxStreams,
+			MaxPendingOpens:        defaultMaxPendingOpens,
+			MaxPendingOpensPerHost: defaultMaxPendingOpensPerHost,
+			KeepAlive:              Duration(defaultKeepAlive),
+			KeepAliveTimeout:       Duration(defaultKeepAliveTimeout),
 		},
 	}
 }
@@ -502,17 +508,31 @@ func (c *LimitsConfig) Transport() (*transport.Config, error) {
 		return nil, err
 	}
 	return &transport.Config{
-		InitialWindow:    int(c.InitialWindow),
-		MaxWindow:        int(c.MaxWindow),
-		SessionWindow:    int(c.SessionWindow),
-		MaxFrame:         int(c.MaxFrame),
-		MaxStreams:       c.MaxStreams,
-		MaxPendingOpens:  c.MaxPendingOpens,
-		WriteBuffer:      int(c.WriteBuffer),
-		DgramQueue:       int(c.DgramQueue),
-		KeepAlive:        time.Duration(c.KeepAlive),
-		KeepAliveTimeout: time.Duration(c.KeepAliveTimeout),
+		InitialWindow:          int(c.InitialWindow),
+		MaxWindow:              int(c.MaxWindow),
+		SessionWindow:          int(c.SessionWindow),
+		MaxFrame:               int(c.MaxFrame),
+		MaxStreams:             c.MaxStreams,
+		MaxPendingOpens:        c.MaxPendingOpens,
+		MaxPendingOpensPerHost: c.perHost(),
+		WriteBuffer:            int(c.WriteBuffer),
+		DgramQueue:             int(c.DgramQueue),
+		KeepAlive:              time.Duration(c.KeepAlive),
+		KeepAliveTimeout:       time.Duration(c.KeepAliveTimeout),
 	}, nil
+}
+
+// perHost is MaxPendingOpensPerHost with its default, at most MaxPendingOpens (with
+// its default).
+func (c *LimitsConfig) perHost() int {
+	total, n := c.MaxPendingOpens, c.MaxPendingOpensPerHost
+	if total == 0 {
+		total = defaultMaxPendingOpens
+	}
+	if n == 0 {
+		n = defaultMaxPendingOpensPerHost
+	}
+	return min(n, total)
 }
 
 // check mirrors the range checks of transport.Config, which are not exported, so a bad
@@ -550,6 +570,9 @@ func (c *LimitsConfig) check(ps *problems) {
 	}
 	if c.MaxPendingOpens < 0 {
 		ps.add("limits.max_pending_opens", "must be positive (0 means the default, %d)", defaultMaxPendingOpens)
+	}
+	if c.MaxPendingOpensPerHost < 0 {
+		ps.add("limits.max_pending_opens_per_host", "must be positive (0 means the default, %d)", defaultMaxPendingOpensPerHost)
 	}
 	ka, kt := c.KeepAlive, c.KeepAliveTimeout
 	if ka == 0 {

@@ -103,7 +103,8 @@ limits:
 			want := &transport.Config{
 				InitialWindow: 1 << 20, MaxWindow: 32 << 20, SessionWindow: 128 << 20, MaxFrame: 16384,
 				WriteBuffer: 1000e3, DgramQueue: 1e6, MaxStreams: 100, MaxPendingOpens: 10,
-				KeepAlive: time.Second, KeepAliveTimeout: 3 * time.Second,
+				MaxPendingOpensPerHost: 10, // the default 64, at most max_pending_opens
+				KeepAlive:              time.Second, KeepAliveTimeout: 3 * time.Second,
 			}
 			if got, err := c.Limits.Transport(); err != nil || !reflect.DeepEqual(got, want) {
 				t.Errorf("Transport() = %+v, %v; want %+v", got, err, want)
@@ -228,6 +229,7 @@ func TestLoadConfigBad(t *testing.T) {
 		{"keepalive order, key not in file", "limits:\n  keepalive: 1m\n",
 			[]string{`c.yaml: limits.keepalive_timeout: 15s is shorter than keepalive (1m)`}},
 		{"negative streams", "limits:\n  max_streams: -1\n", []string{`c.yaml:2: limits.max_streams: must be positive`}},
+		{"negative opens per host", "limits:\n  max_pending_opens_per_host: -1\n", []string{`c.yaml:2: limits.max_pending_opens_per_host: must be positive`}},
 		{"token and token_file", "serve:\n  token: abc\n  token_file: /x\n",
 			[]string{`c.yaml:3: serve.token_file: token and token_file are mutually exclusive`}},
 		{"token with space", "serve:\n  token: \"a b\"\n",

@@ -31,8 +31,15 @@ type Config struct {
 	// session. Default 16384.
 	MaxStreams int
 	// MaxPendingOpens is how many OPENs a server dials at once per session; more are
-	// refused with LIMIT. Default 256.
+	// refused with LIMIT. Default 1024.
 	MaxPendingOpens int
+	// MaxPendingOpensPerHost is how many of those one host (address or name, any
+	// port) may hold once half of them are taken: dials to a host that does not
+	// answer — which an application may have given up on long before the dial
+	// timeout — then cannot take every slot from the hosts that do, while a burst
+	// to one host is not limited as long as there is room. Default 64, at most
+	// MaxPendingOpens.
+	MaxPendingOpensPerHost int
 	// WriteBuffer is how many bytes of stream data may wait for the WebSocket; a
 	// writer beyond it blocks. Small keeps latency low. Default 512 KiB.
 	WriteBuffer int
@@ -64,7 +71,8 @@ func (c *Config) withDefaults() (Config, error) {
 	def(&o.SessionWindow, 64<<20)
 	def(&o.MaxFrame, 64<<10)
 	def(&o.MaxStreams, 16384)
-	def(&o.MaxPendingOpens, 256)
+	def(&o.MaxPendingOpens, 1024)
+	def(&o.MaxPendingOpensPerHost, min(64, o.MaxPendingOpens))
 	def(&o.WriteBuffer, 512<<10)
 	def(&o.DgramQueue, 512<<10)
 	if o.KeepAlive == 0 {
@@ -82,8 +90,10 @@ func (c *Config) withDefaults() (Config, error) {
 		return o, fmt.Errorf("transport: SessionWindow %d smaller than MaxWindow %d", o.SessionWindow, o.MaxWindow)
 	case o.MaxFrame < 1024 || o.MaxFrame > wire.MaxFrameLimit:
 		return o, fmt.Errorf("transport: MaxFrame %d out of range [1024, %d]", o.MaxFrame, wire.MaxFrameLimit)
-	case o.MaxStreams < 1 || o.MaxPendingOpens < 1:
-		return o, fmt.Errorf("transport: MaxStreams and MaxPendingOpens must be positive")
+	case o.MaxStreams < 1 || o.MaxPendingOpens < 1 || o.MaxPendingOpensPerHost < 1:
+		return o, fmt.Errorf("transport: MaxStreams, MaxPendingOpens and MaxPendingOpensPerHost must be positive")
+	case o.MaxPendingOpensPerHost > o.MaxPendingOpens:
+		return o, fmt.Errorf("transport: MaxPendingOpensPerHost %d larger than MaxPendingOpens %d", o.MaxPendingOpensPerHost, o.MaxPendingOpens)
 	case o.WriteBuffer < 16<<10 || o.WriteBuffer > wire.MaxMessage:
 		return o, fmt.Errorf("transport: WriteBuffer %d out of range [16 KiB, %d]", o.WriteBuffer, wire.MaxMessage)
 	case o.DgramQueue < 16<<10:

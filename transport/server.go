@@ -455,12 +455,12 @@ func (srv *Server) serveTCP(s *session, st *Stream) {
 		st.err = se
 		st.mu.Unlock()
 		s.reply(st.sid, wire.Reply{Code: se.Code, Reason: se.Reason})
-		s.openDone()
+		s.openDone(st.dst)
 		st.removeFromTable()
 		return
 	}
 	s.reply(st.sid, wire.Reply{Code: wire.CodeOK, Addr: addr})
-	s.openDone()
+	s.openDone(st.dst)
 	srv.relay(st, conn)
 }
 

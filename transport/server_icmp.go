@@ -44,7 +44,7 @@ func (srv *Server) serveICMP(s *session, a *Association, refuse func(*StreamErro
 		return
 	}
 	s.reply(a.sid, wire.Reply{Code: wire.CodeOK, Addr: wire.Addr{IP: a.dst.IP}})
-	s.openDone()
+	s.openDone(a.dst)
 	log := s.log.With(zap.Uint32("stream", a.sid), zap.String("dst", a.dst.String()))
 
 	done := make(chan struct{})

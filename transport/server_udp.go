@@ -28,7 +28,7 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 		log.Info("refused stream", zap.Stringer("proto", a.proto), zap.Stringer("code", se.Code), zap.String("reason", se.Reason))
 		a.fail(se)
 		s.reply(a.sid, wire.Reply{Code: se.Code, Reason: se.Reason})
-		s.openDone()
+		s.openDone(a.dst)
 		a.removeFromTable()
 	}
 	if a.proto == wire.ProtoICMP {
@@ -73,7 +73,7 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 		local = wire.AddrFromAddrPort(ua.AddrPort())
 	}
 	s.reply(a.sid, wire.Reply{Code: wire.CodeOK, Addr: local})
-	s.openDone()
+	s.openDone(a.dst)
 
 	var last sync.Mutex
 	lastActive := time.Now()

@@ -108,8 +108,9 @@ type session struct {
 	nStreams      int
 	nAssocs       int
 	pendingOpens  int
-	goingAway     bool // this side sent GOAWAY
-	remoteGoAway  bool // the other side sent GOAWAY
+	pendingByHost map[pendingHost]int // server: opens in progress by host
+	goingAway     bool                // this side sent GOAWAY
+	remoteGoAway  bool                // the other side sent GOAWAY
 	goAwayDone    chan struct{}
 	goAwayRecv    chan struct{} // closed when the other side sent GOAWAY
 	peerSettings  chan struct{} // closed when the other side's SETTINGS arrived

@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/tetherd/tetherd/internal/shrink"
 	"github.com/tetherd/tetherd/transport/wire"
@@ -40,6 +41,9 @@ func (s *session) handleOpen(h wire.Header, p []byte) error {
 		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many streams (limit %d)", s.cfg.MaxStreams)}
 	case s.pendingOpens >= s.cfg.MaxPendingOpens:
 		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many opens in progress (limit %d)", s.cfg.MaxPendingOpens)}
+	case 2*s.pendingOpens >= s.cfg.MaxPendingOpens && s.pendingByHost[hostOf(o.Dst)] >= s.cfg.MaxPendingOpensPerHost:
+		// Half the slots are taken: a host that holds its share gets no more.
+		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many opens in progress to %s (%d; limit %d a host once half of %d are taken)", hostOf(o.Dst), s.pendingByHost[hostOf(o.Dst)], s.cfg.MaxPendingOpensPerHost, s.cfg.MaxPendingOpens)}
 	case s.onOpen == nil:
 		refuse = &wire.Reply{Code: wire.CodeUnsupported, Reason: "this side accepts no streams"}
 	}
@@ -59,17 +63,41 @@ func (s *session) handleOpen(h wire.Header, p []byte) error {
 	s.entries[h.Stream] = e
 	s.entriesPeak.Grew(len(s.entries))
 	s.pendingOpens++
+	if s.pendingByHost == nil {
+		s.pendingByHost = make(map[pendingHost]int)
+	}
+	s.pendingByHost[hostOf(o.Dst)]++
 	s.mu.Unlock()
 	s.streamsTotal.Add(1)
 	s.onOpen(e, o)
 	return nil
 }
 
-// openDone is called by the server once an OPEN was answered.
-func (s *session) openDone() {
+// openDone is called by the server once the OPEN to dst was answered.
+func (s *session) openDone(dst wire.Addr) {
+	k := hostOf(dst)
 	s.mu.Lock()
 	s.pendingOpens--
+	if s.pendingByHost[k]--; s.pendingByHost[k] <= 0 {
+		delete(s.pendingByHost, k)
+	}
 	s.mu.Unlock()
+}
+
+// pendingHost is what the per-host limit of opens in progress counts by: the
+// address or the name, not the port.
+type pendingHost struct {
+	ip   netip.Addr
+	name string
+}
+
+func hostOf(a wire.Addr) pendingHost { return pendingHost{ip: a.IP, name: a.Name} }
+
+func (h pendingHost) String() string {
+	if h.name != "" {
+		return h.name
+	}
+	return h.ip.String()
 }
 
 // register adds a client-side entry under a new id. It fails when the session ended,
