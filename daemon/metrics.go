@@ -44,7 +44,7 @@ func ServeMetrics(ctx context.Context, ln net.Listener, reg prometheus.Gatherer,
 type collector struct {
 	m Monitor
 
-	connected, rtt, since, bytes, flows, flowsTotal, refused, dropped, reconnects *prometheus.Desc
+	connected, rtt, since, bytes, flows, flowsTotal, refused, deferred, dropped, reconnects *prometheus.Desc
 }
 
 // NewCollector returns a Prometheus collector of m's status.
@@ -61,6 +61,7 @@ func NewCollector(m Monitor) prometheus.Collector {
 		flows:      d("flows", "Flows open now.", "proto"),
 		flowsTotal: d("flows_opened_total", "Flows opened since start.", "proto"),
 		refused:    d("tcp_refused_total", "TCP connections refused, unreachable or failed to dial."),
+		deferred:   d("tcp_syns_deferred_total", "TCP SYNs dropped while their destination held its share of the connects in progress (retransmitted by the application)."),
 		dropped:    d("udp_dropped_total", "UDP datagrams dropped."),
 		reconnects: d("reconnects_total", "Sessions opened after the first."),
 	}
@@ -68,7 +69,7 @@ func NewCollector(m Monitor) prometheus.Collector {
 
 // Describe sends the descriptions of every metric.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.connected, c.rtt, c.since, c.bytes, c.flows, c.flowsTotal, c.refused, c.dropped, c.reconnects} {
+	for _, d := range []*prometheus.Desc{c.connected, c.rtt, c.since, c.bytes, c.flows, c.flowsTotal, c.refused, c.deferred, c.dropped, c.reconnects} {
 		ch <- d
 	}
 }
@@ -94,6 +95,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.flowsTotal, float64(st.TCPFlowsTotal), "tcp")
 	counter(c.flowsTotal, float64(st.UDPFlowsTotal), "udp")
 	counter(c.refused, float64(st.TCPRefused))
+	counter(c.deferred, float64(st.TCPDeferred))
 	counter(c.dropped, float64(st.UDPDropped))
 	counter(c.reconnects, float64(st.Reconnects))
 }

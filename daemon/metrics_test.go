@@ -27,7 +27,7 @@ func TestCollectorMatchesStatus(t *testing.T) {
 	m := fakeMonitor{Status{
 		State: "connected", ConnectedSince: since, RTTMillis: 12.5,
 		BytesUp: 1000, BytesDown: 2000, TCPFlows: 3, UDPFlows: 4,
-		TCPFlowsTotal: 30, UDPFlowsTotal: 40, TCPRefused: 5, UDPDropped: 6, Reconnects: 7,
+		TCPFlowsTotal: 30, UDPFlowsTotal: 40, TCPRefused: 5, TCPDeferred: 8, UDPDropped: 6, Reconnects: 7,
 	}}
 	want := `
 # HELP tetherd_connected 1 while a session to the peer is up, 0 while reconnecting.
@@ -57,6 +57,9 @@ tetherd_rtt_seconds 0.0125
 # HELP tetherd_tcp_refused_total TCP connections refused, unreachable or failed to dial.
 # TYPE tetherd_tcp_refused_total counter
 tetherd_tcp_refused_total 5
+# HELP tetherd_tcp_syns_deferred_total TCP SYNs dropped while their destination held its share of the connects in progress (retransmitted by the application).
+# TYPE tetherd_tcp_syns_deferred_total counter
+tetherd_tcp_syns_deferred_total 8
 # HELP tetherd_udp_dropped_total UDP datagrams dropped.
 # TYPE tetherd_udp_dropped_total counter
 tetherd_udp_dropped_total 6

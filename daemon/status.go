@@ -36,10 +36,13 @@ type Status struct {
 	UDPFlows int `json:"udp_flows"`
 	// TCPFlowsTotal and UDPFlowsTotal count the flows opened since start;
 	// TCPRefused the connections whose destination refused or could not be reached;
-	// UDPDropped the datagrams dropped (full queues, failed associations).
+	// TCPDeferred the SYNs dropped (the application retransmits them) while their
+	// destination held its share of the connects in progress; UDPDropped the
+	// datagrams dropped (full queues, failed associations).
 	TCPFlowsTotal uint64 `json:"tcp_flows_total"`
 	UDPFlowsTotal uint64 `json:"udp_flows_total"`
 	TCPRefused    uint64 `json:"tcp_refused"`
+	TCPDeferred   uint64 `json:"tcp_deferred"`
 	UDPDropped    uint64 `json:"udp_dropped"`
 	// Reconnects counts sessions opened after the first.
 	Reconnects int `json:"reconnects"`
@@ -160,7 +163,7 @@ func (c *Client) Status() Status {
 		ns := stack.Stats()
 		out.TCPFlows, out.UDPFlows = ns.TCPActive, ns.UDPActive
 		out.TCPFlowsTotal, out.UDPFlowsTotal = ns.TCPTotal, ns.UDPTotal
-		out.TCPRefused, out.UDPDropped = ns.TCPRefused, ns.UDPDropped
+		out.TCPRefused, out.TCPDeferred, out.UDPDropped = ns.TCPRefused, ns.TCPDeferred, ns.UDPDropped
 	}
 	return out
 }

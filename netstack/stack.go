@@ -73,6 +73,12 @@ type Options struct {
 	// MaxInFlight caps TCP dials in progress; more SYNs are dropped (and
 	// retransmitted by the application). Default 512.
 	MaxInFlight int
+	// MaxInFlightPerHost is how many of those one destination address may hold
+	// once half of them are taken; its further SYNs are dropped likewise. Dials to
+	// a host that does not answer last until DialTimeout, long after the
+	// application gave up on them; without this they could take every slot from
+	// the hosts that do answer. Default 64, at most MaxInFlight.
+	MaxInFlightPerHost int
 	// DialTimeout bounds each dial. Default 15 s.
 	DialTimeout time.Duration
 	// UDPIdle ends an association with no traffic for this long (default 2 min);
@@ -90,6 +96,7 @@ type Stats struct {
 	TCPActive, UDPActive         int
 	TCPTotal, UDPTotal           uint64
 	TCPRefused                   uint64 // dials that failed: answered with RST
+	TCPDeferred                  uint64 // SYNs dropped while their host held its share of dials (MaxInFlightPerHost)
 	UDPDropped                   uint64 // datagrams dropped (table full, association failed, queue full)
 	EchoRequests, EchoUnanswered uint64
 }
@@ -116,10 +123,12 @@ type Stack struct {
 	tcpBufs sync.Pool
 	pings   pingTable
 	syns    synTable
+	dials   dialTable
 	flows   *flowtab.Table // open TCP and UDP flows (flows.go)
 
 	tcpActive                atomic.Int64
 	tcpTotal, tcpRefused     atomic.Uint64
+	tcpDeferred              atomic.Uint64
 	udpTotal, udpDropped     atomic.Uint64
 	echoReqs, echoUnanswered atomic.Uint64
 }
@@ -145,6 +154,10 @@ func New(dev tun.Device, h Handler, opts Options) (*Stack, error) {
 	if opts.MaxInFlight == 0 {
 		opts.MaxInFlight = 512
 	}
+	if opts.MaxInFlightPerHost == 0 {
+		opts.MaxInFlightPerHost = 64
+	}
+	opts.MaxInFlightPerHost = min(opts.MaxInFlightPerHost, opts.MaxInFlight)
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 15 * time.Second
 	}
@@ -226,6 +239,7 @@ func (s *Stack) Stats() Stats {
 		TCPTotal:       s.tcpTotal.Load(),
 		UDPTotal:       s.udpTotal.Load(),
 		TCPRefused:     s.tcpRefused.Load(),
+		TCPDeferred:    s.tcpDeferred.Load(),
 		UDPDropped:     s.udpDropped.Load(),
 		EchoRequests:   s.echoReqs.Load(),
 		EchoUnanswered: s.echoUnanswered.Load(),

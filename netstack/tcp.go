@@ -24,11 +24,20 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	src := netip.AddrPortFrom(addrFrom(id.RemoteAddress), id.RemotePort)
 	dst := netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort)
+	if !s.dials.enter(dst.Addr(), s.opts.MaxInFlight, s.opts.MaxInFlightPerHost) {
+		// Half the dial slots are taken and this host holds its share: drop the
+		// SYN, as a full backlog would. The application retransmits it.
+		s.syns.take(flowKey{src, dst})
+		s.tcpDeferred.Add(1)
+		r.Complete(false)
+		return
+	}
 	f := s.flows.Start("tcp", src, dst)
 	log := s.log.With(zap.Uint64("flow", f.ID()))
 	ctx, cancel := context.WithTimeout(flowtab.WithID(s.ctx, f.ID()), s.opts.DialTimeout)
 	conn, err := s.handler.DialTCP(ctx, src, dst)
 	cancel()
+	s.dials.leave(dst.Addr())
 	seq, haveSeq := s.syns.take(flowKey{src, dst})
 	if err != nil {
 		s.tcpRefused.Add(1)
@@ -62,6 +71,39 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	s.tcpActive.Add(1)
 	fl := &tcpFlow{s: s, local: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq, remote: conn, f: f, log: log, left: 2}
 	fl.start()
+}
+
+// dialTable counts the TCP dials in progress, in all and by destination address.
+type dialTable struct {
+	mu     sync.Mutex
+	total  int
+	byHost map[netip.Addr]int
+}
+
+// enter admits a dial to dst unless half of max are in progress and dst holds
+// perHost of them.
+func (t *dialTable) enter(dst netip.Addr, max, perHost int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if 2*t.total >= max && t.byHost[dst] >= perHost {
+		return false
+	}
+	if t.byHost == nil {
+		t.byHost = make(map[netip.Addr]int)
+	}
+	t.total++
+	t.byHost[dst]++
+	return true
+}
+
+// leave ends a dial that enter admitted.
+func (t *dialTable) leave(dst netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total--
+	if t.byHost[dst]--; t.byHost[dst] <= 0 {
+		delete(t.byHost, dst)
+	}
 }
 
 // Drainer is implemented by connections a Handler's DialTCP may return that can tell

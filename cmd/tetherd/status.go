@@ -66,6 +66,9 @@ func printStatus(w io.Writer, st daemon.Status, now time.Time) {
 	if st.TCPRefused > 0 || st.UDPDropped > 0 {
 		row("failed", fmt.Sprintf("%d TCP refused or unreachable, %d UDP datagrams dropped", st.TCPRefused, st.UDPDropped))
 	}
+	if st.TCPDeferred > 0 {
+		row("deferred", fmt.Sprintf("%d TCP SYNs dropped while their host held its share of connects in progress", st.TCPDeferred))
+	}
 	row("reconnects", fmt.Sprint(st.Reconnects))
 	if st.LastError != "" {
 		row("last error", st.LastError)

@@ -18,11 +18,13 @@ func TestPrintStatus(t *testing.T) {
 	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 	st := daemon.Status{State: "connected", Peer: "tether://10.0.0.2:8443?token=REDACTED", TUN: "tether0",
 		ConnectedSince: now.Add(-90 * time.Second), RTTMillis: 1.25, BytesUp: 3 << 20, BytesDown: 5 << 30,
-		RateUp: 2048, RateDown: 0, TCPFlows: 3, UDPFlows: 1, Reconnects: 2, LastError: "keepalive: nothing received for 15s"}
+		RateUp: 2048, RateDown: 0, TCPFlows: 3, UDPFlows: 1, Reconnects: 2, LastError: "keepalive: nothing received for 15s",
+		TCPRefused: 4, TCPDeferred: 9}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
 	for _, want := range []string{"connected to tether://10.0.0.2:8443?token=REDACTED", "(1m30s)", "tether0", "1.2 ms",
-		"3.0 MiB (2.0 KiB/s)", "5.0 GiB (0 B/s)", "3 TCP, 1 UDP", "reconnects  2", "last error  keepalive"} {
+		"3.0 MiB (2.0 KiB/s)", "5.0 GiB (0 B/s)", "3 TCP, 1 UDP", "reconnects  2", "last error  keepalive",
+		"4 TCP refused or unreachable", "deferred    9 TCP SYNs dropped"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, b.String())
 		}
