@@ -454,13 +454,13 @@ func (srv *Server) serveTCP(s *session, st *Stream) {
 		st.mu.Lock()
 		st.err = se
 		st.mu.Unlock()
+		s.openDone(st.dst) // the slot is free before the client hears
 		s.reply(st.sid, wire.Reply{Code: se.Code, Reason: se.Reason})
-		s.openDone(st.dst)
 		st.removeFromTable()
 		return
 	}
+	s.openDone(st.dst) // the slot is free before the client hears
 	s.reply(st.sid, wire.Reply{Code: wire.CodeOK, Addr: addr})
-	s.openDone(st.dst)
 	srv.relay(st, conn)
 }
 

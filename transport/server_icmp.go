@@ -43,8 +43,8 @@ func (srv *Server) serveICMP(s *session, a *Association, refuse func(*StreamErro
 		refuse(&StreamError{Code: wire.CodeUnsupported, Reason: reason})
 		return
 	}
+	s.openDone(a.dst) // the slot is free before the client hears
 	s.reply(a.sid, wire.Reply{Code: wire.CodeOK, Addr: wire.Addr{IP: a.dst.IP}})
-	s.openDone(a.dst)
 	log := s.log.With(zap.Uint32("stream", a.sid), zap.String("dst", a.dst.String()))
 
 	done := make(chan struct{})

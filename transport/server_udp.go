@@ -27,8 +27,8 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 	refuse := func(se *StreamError) {
 		log.Info("refused stream", zap.Stringer("proto", a.proto), zap.Stringer("code", se.Code), zap.String("reason", se.Reason))
 		a.fail(se)
+		s.openDone(a.dst) // the slot is free before the client hears
 		s.reply(a.sid, wire.Reply{Code: se.Code, Reason: se.Reason})
-		s.openDone(a.dst)
 		a.removeFromTable()
 	}
 	if a.proto == wire.ProtoICMP {
@@ -72,8 +72,8 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 	if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {
 		local = wire.AddrFromAddrPort(ua.AddrPort())
 	}
+	s.openDone(a.dst) // the slot is free before the client hears
 	s.reply(a.sid, wire.Reply{Code: wire.CodeOK, Addr: local})
-	s.openDone(a.dst)
 
 	var last sync.Mutex
 	lastActive := time.Now()
