@@ -218,12 +218,12 @@ metric() {
 		awk -v n="$3" '$1 == n {print $2; exit}'
 }
 
-# ---- checks: in faults_link.sh and faults_restore.sh -------------------------------
+# ---- checks: in include/faults_link.sh and include/faults_restore.sh ---------------
 
-# shellcheck source=test/e2e/faults_link.sh
-source "$(dirname "${BASH_SOURCE[0]}")/faults_link.sh"
-# shellcheck source=test/e2e/faults_restore.sh
-source "$(dirname "${BASH_SOURCE[0]}")/faults_restore.sh"
+# shellcheck source=test/e2e/include/faults_link.sh
+source "$(dirname "${BASH_SOURCE[0]}")/include/faults_link.sh"
+# shellcheck source=test/e2e/include/faults_restore.sh
+source "$(dirname "${BASH_SOURCE[0]}")/include/faults_restore.sh"
 
 # ---- main ------------------------------------------------------------------------
 
