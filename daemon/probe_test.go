@@ -27,7 +27,8 @@ type blackholeRelay struct {
 	target string
 	mu     sync.Mutex
 	dead   []*atomic.Bool
-	held   map[*atomic.Bool]chan struct{} // closed on release
+	held   map[*atomic.Bool]bool // the connections hold stalls
+	gate   chan struct{}         // closed on release
 	wg     sync.WaitGroup
 	conns  []net.Conn
 }
@@ -90,10 +91,10 @@ func newBlackholeRelay(t *testing.T, target string) *blackholeRelay {
 func (r *blackholeRelay) hold() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.held = make(map[*atomic.Bool]chan struct{})
-	gate := make(chan struct{})
+	r.held = make(map[*atomic.Bool]bool)
+	r.gate = make(chan struct{})
 	for _, d := range r.dead {
-		r.held[d] = gate
+		r.held[d] = true
 	}
 }
 
@@ -101,19 +102,18 @@ func (r *blackholeRelay) hold() {
 func (r *blackholeRelay) release() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, gate := range r.held {
-		close(gate)
-		break // one gate for all
+	if r.gate != nil {
+		close(r.gate)
 	}
-	r.held = nil
+	r.held, r.gate = nil, nil
 }
 
 // wait blocks while the connection of dead is held.
 func (r *blackholeRelay) wait(dead *atomic.Bool) {
 	r.mu.Lock()
-	gate := r.held[dead]
+	held, gate := r.held[dead], r.gate
 	r.mu.Unlock()
-	if gate != nil {
+	if held {
 		<-gate
 	}
 }

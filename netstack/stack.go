@@ -35,6 +35,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tetherd/tetherd/internal/flowtab"
+	"github.com/tetherd/tetherd/internal/slots"
 )
 
 // Handler connects flows to the world. A Handler that also implements Pinger carries
@@ -123,8 +124,9 @@ type Stack struct {
 	tcpBufs sync.Pool
 	pings   pingTable
 	syns    synTable
-	dials   dialTable
-	flows   *flowtab.Table // open TCP and UDP flows (flows.go)
+	dialsMu sync.Mutex
+	dials   slots.Table[netip.Addr] // TCP dials in progress, by destination
+	flows   *flowtab.Table          // open TCP and UDP flows (flows.go)
 
 	tcpActive                atomic.Int64
 	tcpTotal, tcpRefused     atomic.Uint64

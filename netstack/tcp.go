@@ -24,7 +24,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	src := netip.AddrPortFrom(addrFrom(id.RemoteAddress), id.RemotePort)
 	dst := netip.AddrPortFrom(addrFrom(id.LocalAddress), id.LocalPort)
-	if !s.dials.enter(dst.Addr(), s.opts.MaxInFlight, s.opts.MaxInFlightPerHost) {
+	if !s.enterDial(dst.Addr()) {
 		// Half the dial slots are taken and this host holds its share: drop the
 		// SYN, as a full backlog would. The application retransmits it.
 		s.syns.take(flowKey{src, dst})
@@ -37,7 +37,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	ctx, cancel := context.WithTimeout(flowtab.WithID(s.ctx, f.ID()), s.opts.DialTimeout)
 	conn, err := s.handler.DialTCP(ctx, src, dst)
 	cancel()
-	s.dials.leave(dst.Addr())
+	s.leaveDial(dst.Addr())
 	seq, haveSeq := s.syns.take(flowKey{src, dst})
 	if err != nil {
 		s.tcpRefused.Add(1)
@@ -73,37 +73,23 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	fl.start()
 }
 
-// dialTable counts the TCP dials in progress, in all and by destination address.
-type dialTable struct {
-	mu     sync.Mutex
-	total  int
-	byHost map[netip.Addr]int
-}
-
-// enter admits a dial to dst unless half of max are in progress and dst holds
-// perHost of them.
-func (t *dialTable) enter(dst netip.Addr, max, perHost int) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if 2*t.total >= max && t.byHost[dst] >= perHost {
+// enterDial counts a dial to dst, unless half of MaxInFlight are in progress and
+// dst holds MaxInFlightPerHost of them (gVisor's forwarder enforces MaxInFlight).
+func (s *Stack) enterDial(dst netip.Addr) bool {
+	s.dialsMu.Lock()
+	defer s.dialsMu.Unlock()
+	if s.dials.Crowded(dst, s.opts.MaxInFlight, s.opts.MaxInFlightPerHost) {
 		return false
 	}
-	if t.byHost == nil {
-		t.byHost = make(map[netip.Addr]int)
-	}
-	t.total++
-	t.byHost[dst]++
+	s.dials.Take(dst)
 	return true
 }
 
-// leave ends a dial that enter admitted.
-func (t *dialTable) leave(dst netip.Addr) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.total--
-	if t.byHost[dst]--; t.byHost[dst] <= 0 {
-		delete(t.byHost, dst)
-	}
+// leaveDial ends a dial that enterDial counted.
+func (s *Stack) leaveDial(dst netip.Addr) {
+	s.dialsMu.Lock()
+	s.dials.Release(dst)
+	s.dialsMu.Unlock()
 }
 
 // Drainer is implemented by connections a Handler's DialTCP may return that can tell

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tetherd/tetherd/internal/shrink"
+	"github.com/tetherd/tetherd/internal/slots"
 	"github.com/tetherd/tetherd/transport/wire"
 )
 
@@ -107,10 +108,9 @@ type session struct {
 	lastID        uint32 // client: last id used; server: highest id opened by the client
 	nStreams      int
 	nAssocs       int
-	pendingOpens  int
-	pendingByHost map[pendingHost]int // server: opens in progress by host
-	goingAway     bool                // this side sent GOAWAY
-	remoteGoAway  bool                // the other side sent GOAWAY
+	pending       slots.Table[pendingHost] // server: opens in progress, by host
+	goingAway     bool                     // this side sent GOAWAY
+	remoteGoAway  bool                     // the other side sent GOAWAY
 	goAwayDone    chan struct{}
 	goAwayRecv    chan struct{} // closed when the other side sent GOAWAY
 	peerSettings  chan struct{} // closed when the other side's SETTINGS arrived

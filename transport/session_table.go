@@ -33,17 +33,17 @@ func (s *session) handleOpen(h wire.Header, p []byte) error {
 		return protoErrorf("OPEN stream %d after stream %d: ids must increase", h.Stream, last)
 	}
 	s.lastID = h.Stream
+	host := hostOf(o.Dst)
 	switch {
 	case refuse != nil:
 	case s.goingAway:
 		refuse = &wire.Reply{Code: wire.CodeGoingAway, Reason: "server is shutting down"}
 	case s.nStreams+s.nAssocs >= s.cfg.MaxStreams:
 		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many streams (limit %d)", s.cfg.MaxStreams)}
-	case s.pendingOpens >= s.cfg.MaxPendingOpens:
+	case s.pending.Total() >= s.cfg.MaxPendingOpens:
 		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many opens in progress (limit %d)", s.cfg.MaxPendingOpens)}
-	case 2*s.pendingOpens >= s.cfg.MaxPendingOpens && s.pendingByHost[hostOf(o.Dst)] >= s.cfg.MaxPendingOpensPerHost:
-		// Half the slots are taken: a host that holds its share gets no more.
-		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many opens in progress to %s (%d; limit %d a host once half of %d are taken)", hostOf(o.Dst), s.pendingByHost[hostOf(o.Dst)], s.cfg.MaxPendingOpensPerHost, s.cfg.MaxPendingOpens)}
+	case s.pending.Crowded(host, s.cfg.MaxPendingOpens, s.cfg.MaxPendingOpensPerHost):
+		refuse = &wire.Reply{Code: wire.CodeLimit, Reason: fmt.Sprintf("too many opens in progress to %s (%d; limit %d a host once half of %d are taken)", host, s.pending.Held(host), s.cfg.MaxPendingOpensPerHost, s.cfg.MaxPendingOpens)}
 	case s.onOpen == nil:
 		refuse = &wire.Reply{Code: wire.CodeUnsupported, Reason: "this side accepts no streams"}
 	}
@@ -62,11 +62,7 @@ func (s *session) handleOpen(h wire.Header, p []byte) error {
 	}
 	s.entries[h.Stream] = e
 	s.entriesPeak.Grew(len(s.entries))
-	s.pendingOpens++
-	if s.pendingByHost == nil {
-		s.pendingByHost = make(map[pendingHost]int)
-	}
-	s.pendingByHost[hostOf(o.Dst)]++
+	s.pending.Take(host)
 	s.mu.Unlock()
 	s.streamsTotal.Add(1)
 	s.onOpen(e, o)
@@ -75,12 +71,8 @@ func (s *session) handleOpen(h wire.Header, p []byte) error {
 
 // openDone is called by the server once the OPEN to dst was answered.
 func (s *session) openDone(dst wire.Addr) {
-	k := hostOf(dst)
 	s.mu.Lock()
-	s.pendingOpens--
-	if s.pendingByHost[k]--; s.pendingByHost[k] <= 0 {
-		delete(s.pendingByHost, k)
-	}
+	s.pending.Release(hostOf(dst))
 	s.mu.Unlock()
 }
 
