@@ -369,35 +369,37 @@ tt_ns_sysctl() {
 	ip netns exec "$ns" sysctl -q -w "$@" >/dev/null
 }
 
-# tt_topology_up: the three namespaces, their links, addresses and routes.
-tt_topology_up() {
+# tt_ns_add NS...: create the namespaces (registered for cleanup first), loopback
+# up, IPv6 addresses usable at once (no duplicate address detection).
+tt_ns_add() {
 	local ns
-	for ns in "$LAPTOP" "$PHONE" "$INTERNET"; do
+	for ns in "$@"; do
 		TT_NAMESPACES+=("$ns") # before creating it, so that cleanup sees it
 		ip netns add "$ns" || tt_die "ip netns add $ns failed"
 		ip -n "$ns" link set lo up
-		# IPv6 addresses usable at once: no duplicate address detection.
 		tt_ns_sysctl "$ns" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
 			net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
 			net.ipv6.conf.default.accept_ra=0
 	done
+}
 
+# tt_ends_setup: the resolvers of LAPTOP and PHONE, and the phone's settings.
+tt_ends_setup() {
 	mkdir -p "/etc/netns/$LAPTOP" "/etc/netns/$PHONE"
 	# The laptop's LAN resolver: nothing listens there, and it must never be asked
 	# while the tunnel is up.
 	printf 'nameserver %s\n' "$TT_PHONE_LAN_IP4" >"/etc/netns/$LAPTOP/resolv.conf"
 	printf 'nameserver %s\n' "$TT_INET_IP4" >"/etc/netns/$PHONE/resolv.conf"
-
 	# The phone is not a router: the tunnel must be the only way out.
 	tt_ns_sysctl "$PHONE" net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 	# Unprivileged ICMP sockets for every user, as on Android: tetherd serve (nobody)
 	# sends the laptop's pings with them.
 	tt_ns_sysctl "$PHONE" "net.ipv4.ping_group_range=0 2147483647"
+}
 
-	# Links are created inside the namespaces, never in the root namespace.
-	ip -n "$LAPTOP" link add lan0 type veth peer name lan0 netns "$PHONE" || tt_die "veth laptop<->phone"
-	ip -n "$PHONE" link add wan0 type veth peer name wan0 netns "$INTERNET" || tt_die "veth phone<->internet"
-
+# tt_ends_up: addresses, up state and routes of LAPTOP's lan0, PHONE's lan0 and wan0
+# and INTERNET's wan0 (the links exist).
+tt_ends_up() {
 	ip -n "$LAPTOP" addr add "$TT_LAPTOP_IP4/24" dev lan0
 	ip -n "$LAPTOP" addr add "$TT_LAPTOP_IP6/64" dev lan0 nodad
 	ip -n "$PHONE" addr add "$TT_PHONE_LAN_IP4/24" dev lan0
@@ -419,6 +421,16 @@ tt_topology_up() {
 	# forwarding stands between the laptop and the internet.
 	ip -n "$INTERNET" -4 route add 10.200.1.0/24 via "$TT_PHONE_WAN_IP4"
 	ip -n "$INTERNET" -6 route add fd00:200:1::/64 via "$TT_PHONE_WAN_IP6"
+}
+
+# tt_topology_up: the three namespaces, their links, addresses and routes.
+tt_topology_up() {
+	tt_ns_add "$LAPTOP" "$PHONE" "$INTERNET"
+	tt_ends_setup
+	# Links are created inside the namespaces, never in the root namespace.
+	ip -n "$LAPTOP" link add lan0 type veth peer name lan0 netns "$PHONE" || tt_die "veth laptop<->phone"
+	ip -n "$PHONE" link add wan0 type veth peer name wan0 netns "$INTERNET" || tt_die "veth phone<->internet"
+	tt_ends_up
 
 	# The veths are up once both ends are.
 	tt_wait 10 "LAPTOP lan0 up" ip netns exec "$LAPTOP" ping -c1 -W1 -q "$TT_PHONE_LAN_IP4" ||

@@ -63,37 +63,15 @@ tt_build_impair() {
 tt_topology_up_impaired() {
 	[ -n "$TT_IMPAIR" ] || tt_build_impair
 	MIDDLE="tt-mid-${LAPTOP#tt-laptop-}"
-	local ns
-	for ns in "$LAPTOP" "$MIDDLE" "$PHONE" "$INTERNET"; do
-		if [ "$ns" = "$MIDDLE" ] && { ip netns list | awk '{print $1}' | grep -qx "$ns"; }; then
-			tt_die "namespace $ns already exists"
-		fi
-		TT_NAMESPACES+=("$ns") # before creating it, so that cleanup sees it
-		ip netns add "$ns" || tt_die "ip netns add $ns failed"
-		ip -n "$ns" link set lo up
-		tt_ns_sysctl "$ns" net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
-			net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
-			net.ipv6.conf.default.accept_ra=0
-	done
-
-	mkdir -p "/etc/netns/$LAPTOP" "/etc/netns/$PHONE"
-	printf 'nameserver %s\n' "$TT_PHONE_LAN_IP4" >"/etc/netns/$LAPTOP/resolv.conf"
-	printf 'nameserver %s\n' "$TT_INET_IP4" >"/etc/netns/$PHONE/resolv.conf"
-	tt_ns_sysctl "$PHONE" net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
-	tt_ns_sysctl "$PHONE" "net.ipv4.ping_group_range=0 2147483647"
+	if ip netns list | awk '{print $1}' | grep -qx "$MIDDLE"; then
+		tt_die "namespace $MIDDLE already exists"
+	fi
+	tt_ns_add "$LAPTOP" "$MIDDLE" "$PHONE" "$INTERNET"
+	tt_ends_setup
 
 	ip -n "$LAPTOP" link add lan0 type veth peer name lan-l netns "$MIDDLE" || tt_die "veth laptop<->middle"
 	ip -n "$PHONE" link add lan0 type veth peer name lan-p netns "$MIDDLE" || tt_die "veth phone<->middle"
 	ip -n "$PHONE" link add wan0 type veth peer name wan0 netns "$INTERNET" || tt_die "veth phone<->internet"
-
-	ip -n "$LAPTOP" addr add "$TT_LAPTOP_IP4/24" dev lan0
-	ip -n "$LAPTOP" addr add "$TT_LAPTOP_IP6/64" dev lan0 nodad
-	ip -n "$PHONE" addr add "$TT_PHONE_LAN_IP4/24" dev lan0
-	ip -n "$PHONE" addr add "$TT_PHONE_LAN_IP6/64" dev lan0 nodad
-	ip -n "$PHONE" addr add "$TT_PHONE_WAN_IP4/24" dev wan0
-	ip -n "$PHONE" addr add "$TT_PHONE_WAN_IP6/64" dev wan0 nodad
-	ip -n "$INTERNET" addr add "$TT_INET_IP4/24" dev wan0
-	ip -n "$INTERNET" addr add "$TT_INET_IP6/64" dev wan0 nodad
 
 	# MIDDLE: a router with one host address per side (the source of its own ARP
 	# and ICMP), proxy ARP/ND entries for the two ends, no reverse-path filter.
@@ -140,16 +118,7 @@ tt_topology_up_impaired() {
 	ip -n "$MIDDLE" -6 route add default dev imp-a table 100
 	ip -n "$MIDDLE" -6 route add default dev imp-b table 101
 
-	ip -n "$LAPTOP" link set lan0 up
-	ip -n "$PHONE" link set lan0 up
-	ip -n "$PHONE" link set wan0 up
-	ip -n "$INTERNET" link set wan0 up
-	ip -n "$LAPTOP" -4 route add default via "$TT_PHONE_LAN_IP4"
-	ip -n "$LAPTOP" -6 route add default via "$TT_PHONE_LAN_IP6"
-	ip -n "$PHONE" -4 route add default via "$TT_INET_IP4"
-	ip -n "$PHONE" -6 route add default via "$TT_INET_IP6"
-	ip -n "$INTERNET" -4 route add 10.200.1.0/24 via "$TT_PHONE_WAN_IP4"
-	ip -n "$INTERNET" -6 route add fd00:200:1::/64 via "$TT_PHONE_WAN_IP6"
+	tt_ends_up
 
 	tt_impair_start "${TT_IMPAIR_FLAGS[@]}"
 	tt_wait 10 "LAPTOP reaches the phone through MIDDLE" ip netns exec "$LAPTOP" ping -c1 -W1 -q "$TT_PHONE_LAN_IP4" ||
