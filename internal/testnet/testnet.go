@@ -12,14 +12,22 @@ import (
 
 // ServeTCP starts a TCP server on 127.0.0.1 that runs handle in a goroutine for each
 // connection, and returns its address. The test's cleanup closes the listener and
-// waits for every handler, so goroutine-leak checks stay exact.
+// every connection still open, then waits for every handler, so goroutine-leak
+// checks stay exact and a test that fails with a stream still open does not leave
+// a handler blocked on it (a handler blocked on anything else must be released by
+// a cleanup registered after ServeTCP).
 func ServeTCP(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		open   = make(map[net.Conn]struct{})
+		closed bool
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -28,15 +36,34 @@ func ServeTCP(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			open[c] = struct{}{}
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer func() {
+					mu.Lock()
+					delete(open, c)
+					mu.Unlock()
+				}()
 				handle(c)
 			}()
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range open {
+			c.Close()
+		}
+		mu.Unlock()
 		wg.Wait()
 	})
 	return ln.Addr().(*net.TCPAddr).AddrPort()
