@@ -304,8 +304,22 @@ func (a *Association) SetReadDeadline(t time.Time) error { a.rd.set(t); return n
 // SetWriteDeadline does nothing: writes never block.
 func (a *Association) SetWriteDeadline(time.Time) error { return nil }
 
-// ParseAddr parses "host:port", where host is an IP address or a host name.
+// ParseAddr parses "host:port", where host is an IP address or a host name. An IPv6
+// address with a zone ("[fe80::1%eth0]:53") is refused: the zone names an interface of
+// this machine, which the peer cannot use.
 func ParseAddr(s string) (wire.Addr, error) {
+	a, err := parseHostPort(s)
+	if err != nil {
+		return wire.Addr{}, err
+	}
+	if a.IP.Zone() != "" {
+		return wire.Addr{}, fmt.Errorf("transport: address %q: %w", s, wire.ErrZone)
+	}
+	return a, nil
+}
+
+// parseHostPort is ParseAddr without the check of the zone.
+func parseHostPort(s string) (wire.Addr, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return wire.AddrFromAddrPort(ap), nil
 	}

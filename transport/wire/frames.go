@@ -89,9 +89,11 @@ type Reply struct {
 	Reason string
 }
 
-// AppendReply appends a REPLY frame for stream. A zero Addr is sent as 0.0.0.0:0.
+// AppendReply appends a REPLY frame for stream. A zero Addr is sent as 0.0.0.0:0, an
+// address's zone is left out.
 func AppendReply(b []byte, stream uint32, r Reply) []byte {
 	a := r.Addr
+	a.IP = a.IP.WithZone("") // the peer's own interface: nothing the client could use
 	if !a.IP.IsValid() && !ValidName(a.Name) {
 		a = Addr{IP: netip.IPv4Unspecified()}
 	}

@@ -271,8 +271,17 @@ func (a Addr) AddrLen() int {
 	return 1 + 1 + len(a.Name) + 2
 }
 
-// AppendAddr appends the SOCKS5-style encoding of a.
+// ErrZone reports an IPv6 address with a zone ("fe80::1%eth0"): the zone names an
+// interface of this machine, which means nothing to the peer, so such an address is
+// refused rather than sent without it.
+var ErrZone = errors.New("wire: address has a zone, which names an interface of this machine")
+
+// AppendAddr appends the SOCKS5-style encoding of a. It fails for an invalid host name
+// (ErrBadName) and an address with a zone (ErrZone).
 func AppendAddr(b []byte, a Addr) ([]byte, error) {
+	if a.IP.Zone() != "" {
+		return b, ErrZone
+	}
 	switch {
 	case a.IP.Is4():
 		ip := a.IP.As4()

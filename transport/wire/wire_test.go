@@ -187,6 +187,17 @@ func TestAppendRejects(t *testing.T) {
 	if _, err := AppendDgram(nil, 1, Addr{Name: strings.Repeat("a", 256)}, nil); !errors.Is(err, ErrBadName) {
 		t.Errorf("long name: %v", err)
 	}
+	zoned := Addr{IP: netip.MustParseAddr("fe80::1%eth0"), Port: 53}
+	if b, err := AppendDgram([]byte{1}, 1, zoned, []byte("q")); !errors.Is(err, ErrZone) || len(b) != 1 {
+		t.Errorf("zoned address: %v, buffer %x", err, b) // it used to go out without its zone
+	}
+	if _, err := AppendOpen(nil, 1, Open{Proto: ProtoTCP, Dst: zoned}); !errors.Is(err, ErrZone) {
+		t.Errorf("zoned address in OPEN: %v", err)
+	}
+	rep, err := ParseReply(AppendReply(nil, 1, Reply{Addr: zoned})[HeaderLen:])
+	if err != nil || rep.Addr != (Addr{IP: netip.MustParseAddr("fe80::1"), Port: 53}) {
+		t.Errorf("REPLY with the peer's zoned address: %+v, %v", rep, err)
+	}
 	long := strings.Repeat("r", 300)
 	r, err := ParseReset(AppendReset(nil, 1, Reset{Code: 1, Reason: long})[HeaderLen:])
 	if err != nil || r.Reason != long[:255] {
