@@ -239,7 +239,10 @@ func certSelfSignedPEM(key crypto.Signer, ips []net.IP, names []string, now time
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
-// certParseKeyPEM decodes the first PEM private key block in data.
+// certParseKeyPEM decodes the first PEM private key block in data the way
+// tls.X509KeyPair does — any "PRIVATE KEY" or "... PRIVATE KEY" block, PKCS #1,
+// PKCS #8 or SEC 1 whatever its label says — so that a key that loads with its
+// certificate also loads without it (and a new certificate keeps the pin).
 func certParseKeyPEM(data []byte) (crypto.Signer, error) {
 	for {
 		var block *pem.Block
@@ -247,28 +250,23 @@ func certParseKeyPEM(data []byte) (crypto.Signer, error) {
 		if block == nil {
 			return nil, errors.New("no PEM private key found")
 		}
-		var (
-			key any
-			err error
-		)
-		switch block.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		default:
+		if block.Type != "PRIVATE KEY" && !strings.HasSuffix(block.Type, " PRIVATE KEY") {
 			continue
 		}
-		if err != nil {
-			return nil, err
+		if key, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+			return key, nil
 		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
+		if key, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+			// RSA, ECDSA and Ed25519 keys sign, as tls wants; an ECDH key does not.
+			if signer, ok := key.(crypto.Signer); ok {
+				return signer, nil
+			}
 			return nil, fmt.Errorf("unsupported private key type %T", key)
 		}
-		return signer, nil
+		if key, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+			return key, nil
+		}
+		return nil, fmt.Errorf("the %s block is not a PKCS #1, PKCS #8 or SEC 1 private key", block.Type)
 	}
 }
 

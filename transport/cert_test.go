@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -132,6 +133,29 @@ func TestLoadOrCreateCertificateKeyWithoutCert(t *testing.T) {
 	third := certTestLoad(t, dir, nil)
 	if !bytes.Equal(second.Certificate[0], third.Certificate[0]) {
 		t.Error("reissued certificate not saved")
+	}
+}
+
+// A key that tls accepts with its certificate is reissued one without it, whatever
+// its PEM label says: the property FuzzCertKeyPair checks. The first and the last
+// label were refused before.
+func TestLoadOrCreateCertificateKeyLabels(t *testing.T) {
+	src := t.TempDir()
+	first := certTestLoad(t, src, nil)
+	sec1, err := x509.MarshalECPrivateKey(first.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, label := range []string{"PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH-ISH PRIVATE KEY"} {
+		dir := t.TempDir()
+		keyPEM := pem.EncodeToMemory(&pem.Block{Type: label, Bytes: sec1})
+		if err := os.WriteFile(filepath.Join(dir, "key.pem"), keyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := certTestLoad(t, dir, nil)
+		if SPKIPin(c.Leaf) != SPKIPin(first.Leaf) {
+			t.Errorf("%s: a certificate for another key", label)
+		}
 	}
 }
 
