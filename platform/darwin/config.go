@@ -44,6 +44,10 @@ const (
 // accepts on macOS.
 var utunName = regexp.MustCompile(`^utun[0-9]*$`)
 
+// ifName matches the names of macOS network interfaces (en0, pdp_ip0, bridge100,
+// XHC20): what route(8) may print, and what a journal may give it back.
+var ifName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,14}$`)
+
 // TUNName returns the name to create the utun device with: name when it
 // is "utun" or "utunN", else "utun" (the kernel picks the first free
 // unit). tetherd's default name, tether0, is not possible on macOS.

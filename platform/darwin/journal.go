@@ -66,24 +66,81 @@ type command struct {
 
 func (c command) String() string { return commandLine(c.Name, c.Args) }
 
-// allowedCommands are the only commands a journal may make Down run: the
-// journal is data, not a script.
+// allowedCommands are the only commands a journal may name: the journal is data, not
+// a script.
 var allowedCommands = []string{routeCmd, ifconfigCmd, scutilCmd, pfctlCmd}
 
+// check refuses a journal that Up cannot have written. Down runs the journal's undo
+// commands as root, so a damaged one must not make it remove what is not tetherd's:
+// each undo must have the shape of one that Up writes (checkUndo), and the utun must
+// be one.
 func (j *journal) check() error {
+	if j.TUN == "utun" || !utunName.MatchString(j.TUN) {
+		return fmt.Errorf("journal names the interface %q, not a utun", j.TUN)
+	}
 	for _, c := range j.Changes {
 		for _, cmd := range []*command{&c.Do, c.Undo} {
 			if cmd != nil && !slices.Contains(allowedCommands, cmd.Name) {
 				return fmt.Errorf("journal names the command %q; only %v are allowed", cmd.Name, allowedCommands)
 			}
-			if cmd != nil && cmd.Name == pfctlCmd {
-				if err := checkPFCommand(*cmd); err != nil {
-					return err
-				}
+		}
+		if c.Undo != nil {
+			if err := j.checkUndo(c); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// checkUndo accepts the undo commands of Up's changes (plan, excludeChange,
+// pfChanges) and nothing else:
+//
+//	ifconfig UTUN inet|inet6 ADDRESS -alias                    (an address of the utun)
+//	route -n delete -inet|-inet6 PREFIX -interface UTUN        (a route into the tunnel)
+//	route -n delete -inet|-inet6 PREFIX GATEWAY|-interface IF  (an Exclude route, PREFIX = Exclude)
+//	scutil < the script that removes tetherd's DNS key
+//	pfctl  as checkPFCommand allows
+func (j *journal) checkUndo(c change) error {
+	u, a := *c.Undo, c.Undo.Args
+	ok := false
+	switch u.Name {
+	case pfctlCmd:
+		return checkPFCommand(u)
+	case scutilCmd:
+		ok = len(a) == 0 && u.Stdin == removeDNSScript()
+	case ifconfigCmd:
+		ok = c.OnTUN && len(a) == 4 && a[0] == j.TUN && a[3] == "-alias" && u.Stdin == "" &&
+			isAddrOf(a[2], a[1] == "inet6") && (a[1] == "inet" || a[1] == "inet6")
+	case routeCmd:
+		if len(a) < 5 || a[0] != "-n" || a[1] != "delete" || (a[2] != "-inet" && a[2] != "-inet6") || u.Stdin != "" {
+			break
+		}
+		v6 := a[2] == "-inet6"
+		p, err := netip.ParsePrefix(a[3])
+		if err != nil || p.Bits() == 0 || p.Addr().Is6() != v6 || p.Addr().Zone() != "" {
+			break
+		}
+		via := a[4:]
+		switch {
+		case c.OnTUN:
+			ok = slices.Equal(via, []string{"-interface", j.TUN})
+		case c.Exclude == p:
+			ok = len(via) == 2 && via[0] == "-interface" && ifName.MatchString(via[1]) ||
+				len(via) == 1 && isAddrOf(via[0], v6)
+		}
+	}
+	if !ok {
+		return fmt.Errorf("journal names %s for %q, which is not an undo tetherd writes", u, c.What)
+	}
+	return nil
+}
+
+// isAddrOf reports whether s is an IP address of the family v6 says, as route and
+// ifconfig print it (an IPv6 link-local gateway has a zone: fe80::1%en0).
+func isAddrOf(s string, v6 bool) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is6() == v6 && !a.Is4In6() && (a.Zone() == "" || v6 && ifName.MatchString(a.Zone()))
 }
 
 // journalStore is the journal directory, locked while a process owns it.

@@ -76,6 +76,9 @@ func parseRouteGet(out []byte) (*defaultRoute, error) {
 	if d.Interface == "" {
 		return nil, fmt.Errorf("no interface in the output of route get: %q", out)
 	}
+	if !ifName.MatchString(d.Interface) {
+		return nil, fmt.Errorf("route get: %q is not an interface name", d.Interface)
+	}
 	return d, nil
 }
 
@@ -150,6 +153,9 @@ func parseRouteInfo(out []byte, v6 bool) (*routeInfo, error) {
 	if dst == "" || ifname == "" {
 		return nil, fmt.Errorf("no destination or interface in the output of route get: %q", out)
 	}
+	if !ifName.MatchString(ifname) {
+		return nil, fmt.Errorf("route get: %q is not an interface name", ifname)
+	}
 	bits := 32
 	zero := netip.IPv4Unspecified()
 	if v6 {
@@ -167,6 +173,12 @@ func parseRouteInfo(out []byte, v6 bool) (*routeInfo, error) {
 		return nil, fmt.Errorf("route get: destination %q: %w", dst, err)
 	}
 	a = a.WithZone("")
+	if !v6 {
+		a = a.Unmap()
+	}
+	if a.Is6() != v6 {
+		return nil, fmt.Errorf("route get: destination %q is not of the family asked about", dst)
+	}
 	if mask != "" {
 		if mask == "default" {
 			bits = 0

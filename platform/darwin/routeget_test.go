@@ -24,6 +24,9 @@ func TestParseRouteGet(t *testing.T) {
 	if _, err := parseRouteGet([]byte("route: bad address: x\n")); err == nil {
 		t.Error("garbage parsed")
 	}
+	if _, err := parseRouteGet([]byte("interface: en\r0\n")); err == nil {
+		t.Error("an interface name with a carriage return parsed") // found by FuzzParseRouteGet
+	}
 }
 
 func TestParseRouteInfo(t *testing.T) {
@@ -49,6 +52,9 @@ func TestParseRouteInfo(t *testing.T) {
 	}
 	if _, err := parseRouteInfo([]byte("interface: en0\n"), false); err == nil {
 		t.Error("no destination parsed")
+	}
+	if _, err := parseRouteInfo([]byte("destination: ::1\n  interface: lo0\n"), false); err == nil {
+		t.Error("an IPv6 destination parsed as an IPv4 route") // found by FuzzParseRouteInfo
 	}
 }
 
