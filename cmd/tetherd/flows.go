@@ -47,7 +47,7 @@ func printFlows(w io.Writer, flows []daemon.Flow, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPROTO\tSOURCE\tDESTINATION\tOUT\tIN\tAGE")
 	for _, f := range flows {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, f.Proto, f.Src, f.Dst,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ID, printable(f.Proto), printable(f.Src), printable(f.Dst),
 			bytesString(float64(f.BytesOut)), bytesString(float64(f.BytesIn)), ageString(now.Sub(f.Started)))
 	}
 	tw.Flush()

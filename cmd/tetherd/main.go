@@ -138,12 +138,13 @@ func (c *cli) run(ctx context.Context, args []string) int {
 			return 0
 		case errors.As(err, &ue):
 			if ue.err != nil {
-				fmt.Fprintf(c.stderr, "tetherd %s: %v\n", name, ue.err)
+				fmt.Fprintf(c.stderr, "tetherd %s: %s\n", name, printableLines(ue.err.Error()))
 			}
 			fmt.Fprintf(c.stderr, "Run 'tetherd help %s' for usage.\n", name)
 			return 2
 		}
-		fmt.Fprintf(c.stderr, "tetherd: %v\n", err)
+		// An error may quote the peer (a refusal's reason, an HTTP answer).
+		fmt.Fprintf(c.stderr, "tetherd: %s\n", printableLines(err.Error()))
 		return 1
 	}
 	fmt.Fprintf(c.stderr, "tetherd: unknown command %q\n\n", name)

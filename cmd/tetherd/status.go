@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tetherd/tetherd/daemon"
 )
@@ -37,8 +39,11 @@ the last error. The status of up needs root.`)
 	return nil
 }
 
-// printStatus writes the status for people.
+// printStatus writes the status for people. Its strings go through printable: the
+// last error can quote what the peer sent (a close or GOAWAY reason).
 func printStatus(w io.Writer, st daemon.Status, now time.Time) {
+	st.Mode, st.State, st.Peer, st.TUN = printable(st.Mode), printable(st.State), printable(st.Peer), printable(st.TUN)
+	st.Listen, st.LastError = printable(st.Listen), printable(st.LastError)
 	var b strings.Builder
 	what := "tetherd is up"
 	if st.Mode == "proxy" {
@@ -88,4 +93,47 @@ func bytesString(n float64) string {
 		return fmt.Sprintf("%.0f B", n)
 	}
 	return fmt.Sprintf("%.1f %s", n, units[i])
+}
+
+// printable returns s with what a terminal would not print as text escaped Go-style
+// (\x1b, \u2028, \xff for a byte that is not UTF-8), so that no string from the daemon
+// (or through it from the peer) can move the cursor or recolour the terminal.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == utf8.RuneError || !unicode.IsPrint(r):
+			if r < 0x80 {
+				fmt.Fprintf(&b, `\x%02x`, r)
+			} else {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			}
+		default:
+			b.WriteRune(r)
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// printableLines is printable for each line of a text of several (errors.Join).
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
 }
