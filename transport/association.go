@@ -168,6 +168,20 @@ func (a *Association) ReadFromAddr(p []byte) (int, wire.Addr, error) {
 	}
 }
 
+// takeQueued moves up to len(dst) waiting datagrams into dst without blocking and
+// returns how many it moved; the caller gives each one's buffer back with putBuf.
+func (a *Association) takeQueued(dst []dgram) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := copy(dst, a.queue)
+	clear(a.queue[:n])
+	a.queue = a.queue[n:]
+	if len(a.queue) == 0 {
+		a.queue = nil
+	}
+	return n
+}
+
 // WaitRead blocks until a datagram can be read without blocking, or until reading
 // would fail (closed, reset, deadline); it returns nil in the first case. A reader can
 // so wait with no buffer and take one only when a datagram is there.

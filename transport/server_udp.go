@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
 
 	"github.com/tetherd/tetherd/transport/wire"
 )
@@ -121,6 +123,10 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 	go func() { // client → socket
 		defer wg.Done()
 		defer pc.Close()
+		if uc, ok := pc.(*net.UDPConn); ok && len(resolvers) == 0 && network == "udp4" {
+			srv.sendBatches(s, a, uc, touch)
+			return
+		}
 		buf := make([]byte, 64<<10)
 		for {
 			n, to, err := a.ReadFromAddr(buf)
@@ -162,4 +168,75 @@ func (srv *Server) datagramDst(ctx context.Context, to wire.Addr) ([]netip.Addr,
 	ctx, cancel := context.WithTimeout(ctx, srv.dialTimeout())
 	defer cancel()
 	return srv.resolve(ctx, to)
+}
+
+// sendBatch is how many datagrams sendBatches hands the kernel in one system call.
+const sendBatch = 32
+
+// sendBatches sends the association's datagrams from the client on an IPv4 socket,
+// as many as are waiting (up to sendBatch) in one sendmmsg: a datagram costs a system
+// call otherwise, and on a flood the system calls are most of the peer's CPU
+// (docs/performance-changes.md, change 23). It returns when the association ends.
+func (srv *Server) sendBatches(s *session, a *Association, uc *net.UDPConn, touch func()) {
+	bc := ipv4.NewPacketConn(uc)
+	var (
+		taken [sendBatch]dgram
+		addrs [sendBatch]net.UDPAddr
+		ip4s  [sendBatch][4]byte
+		bufs  [sendBatch][1][]byte
+		msgs  = make([]ipv4.Message, 0, sendBatch)
+	)
+	for {
+		if err := a.WaitRead(); err != nil {
+			return
+		}
+		n := a.takeQueued(taken[:])
+		if n == 0 {
+			continue
+		}
+		touch()
+		closed := false
+		msgs = msgs[:0]
+		for i := range n {
+			d := taken[i]
+			ips, err := srv.datagramDst(s.life, d.addr)
+			ip := netip.Addr{}
+			if err == nil {
+				if i := slices.IndexFunc(ips, netip.Addr.Is4); i >= 0 {
+					ip = ips[i] // a name's IPv4 address: this socket has no other family
+				}
+			}
+			if !ip.IsValid() {
+				s.dgramsDropped.Add(1) // denied, unresolvable, or IPv6 only
+				continue
+			}
+			ip4s[i] = ip.As4()
+			addrs[i] = net.UDPAddr{IP: ip4s[i][:], Port: int(d.addr.Port)}
+			bufs[i][0] = *d.buf
+			msgs = append(msgs, ipv4.Message{Buffers: bufs[i][:], Addr: &addrs[i]})
+		}
+		for len(msgs) > 0 {
+			sent, err := bc.WriteBatch(msgs, 0)
+			sent = max(sent, 0) // -1 with the error
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					closed = true
+					break
+				}
+				// sendmmsg stops at the first message it cannot send and reports its
+				// error: that datagram is dropped, as WriteTo would have, and the rest go.
+				sent++
+				s.dgramsDropped.Add(1)
+			}
+			msgs = msgs[min(sent, len(msgs)):]
+		}
+		for i := range n {
+			putBuf(taken[i].buf)
+			taken[i] = dgram{}
+			bufs[i][0] = nil
+		}
+		if closed {
+			return
+		}
+	}
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -142,5 +143,74 @@ func TestGoAwayEndsAssociations(t *testing.T) {
 	var se *StreamError
 	if !errors.As(err, &se) && !errors.Is(err, ErrSessionClosed) {
 		t.Fatalf("association after GOAWAY: %v", err)
+	}
+}
+
+// TestUDPBatchedSends: the peer hands the client's datagrams to the kernel in batches
+// (sendmmsg). Bursts to two destinations, with denied and IPv6 ones (this association's
+// socket is IPv4) among them, arrive each at its own destination, whole and once; the
+// others are dropped and counted without holding up the rest of their batch.
+func TestUDPBatchedSends(t *testing.T) {
+	h := newHarness(t, nil)
+	s := h.dial(nil)
+	sinks := []net.PacketConn{listenUDP(t, ""), listenUDP(t, "")}
+	a := openUDP(t, s, sinks[0])
+	defer a.Close()
+	denied := &net.UDPAddr{IP: net.IPv4(224, 0, 0, 9), Port: 520}
+	v6 := &net.UDPAddr{IP: net.IPv6loopback, Port: 9}
+	const bursts, perBurst = 20, 14 // under the 16 datagrams an association queues
+	got := [2]map[string]bool{{}, {}}
+	buf := make([]byte, 2048)
+	var dropped uint64
+	for b := range bursts {
+		want := 0
+		for i := range perBurst {
+			var to net.Addr
+			switch {
+			case i%7 == 3:
+				to = denied
+			case i%7 == 5:
+				to = v6
+			default:
+				to = sinks[i%2].LocalAddr()
+				want++
+			}
+			msg := fmt.Sprintf("%d/%d to sink %d %s", b, i, i%2, strings.Repeat("x", i*50))
+			if _, err := a.WriteTo([]byte(msg), to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dropped += perBurst - uint64(want)
+		deadline := time.Now().Add(10 * time.Second)
+		for want > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("burst %d: %d datagrams did not arrive", b, want)
+			}
+			for k, pc := range sinks {
+				pc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					continue
+				}
+				m := string(buf[:n])
+				if !strings.Contains(m, fmt.Sprintf(" to sink %d ", k)) || got[k][m] {
+					t.Fatalf("sink %d got %q (duplicate: %v)", k, m, got[k][m])
+				}
+				var bb, i int
+				fmt.Sscanf(m, "%d/%d", &bb, &i)
+				if len(m) != len(fmt.Sprintf("%d/%d to sink %d ", bb, i, k))+i*50 {
+					t.Fatalf("sink %d got %d bytes of %q", k, n, m[:min(40, n)])
+				}
+				got[k][m] = true
+				want--
+			}
+			if h.srvDropped() > dropped {
+				t.Fatalf("the server dropped %d datagrams, %d were to be dropped", h.srvDropped(), dropped)
+			}
+		}
+	}
+	waitFor(t, "the dropped datagrams counted", func() bool { return h.srvDropped() == dropped })
+	if n := len(got[0]) + len(got[1]); n != bursts*perBurst*5/7 {
+		t.Fatalf("%d datagrams arrived, want %d", n, bursts*perBurst*5/7)
 	}
 }
