@@ -13,9 +13,11 @@ import (
 // timeout.)
 func TestServeTCPCleanupClosesOpenConns(t *testing.T) {
 	handlerDone := make(chan error, 1)
+	started := make(chan struct{})
 	var client net.Conn
 	t.Run("leaves a connection open", func(t *testing.T) {
 		ap := ServeTCP(t, func(c net.Conn) {
+			close(started)
 			_, err := io.Copy(io.Discard, c) // until the client goes: never, here
 			handlerDone <- err
 		})
@@ -27,6 +29,7 @@ func TestServeTCPCleanupClosesOpenConns(t *testing.T) {
 		if _, err := client.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
+		<-started // accepted and handled (a dial completes before the accept)
 	})
 	defer client.Close()
 	select {
