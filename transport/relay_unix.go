@@ -179,9 +179,16 @@ func (r *pumpRelay) readNow(buf []byte) (int, error) {
 // read saw nothing (readNow's EAGAIN) and before this wait began would never wake
 // it — the reply of a request/response flow, typically, left until the deadline.
 // So the first call asks the kernel (poll with no timeout) before waiting.
-func (r *pumpRelay) waitReadable() error {
+func (r *pumpRelay) waitReadable() error { return waitRawReadable(r.rc) }
+
+// canWaitRawReadable tells whether waitRawReadable works on this OS.
+const canWaitRawReadable = true
+
+// waitRawReadable is waitReadable for any socket: it waits until a read of rc would
+// not block, or rc's read deadline passes, or rc is closed, holding no buffer.
+func waitRawReadable(rc syscall.RawConn) error {
 	first := true
-	return r.rc.Read(func(fd uintptr) bool {
+	return rc.Read(func(fd uintptr) bool {
 		if !first {
 			return true // the poller saw the socket become readable
 		}

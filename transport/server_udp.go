@@ -86,23 +86,52 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
+	// open tells, after a read failed with err, whether the association stays open:
+	// a read deadline that passed while the client was still sending.
+	open := func(err error) bool {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return false
+		}
+		last.Lock()
+		idle := time.Since(lastActive)
+		last.Unlock()
+		if idle < srv.udpIdleTimeout() {
+			return true
+		}
+		log.Debug("association idle; closing")
+		return false
+	}
+	source := func(ua *net.UDPAddr) wire.Addr {
+		if len(resolvers) > 0 {
+			return wire.Addr{Name: wire.ResolverName, Port: 53}
+		}
+		return wire.AddrFromAddrPort(ua.AddrPort())
+	}
 	go func() { // socket → client
 		defer wg.Done()
 		defer a.Close()
-		buf := make([]byte, 64<<10)
+		if uc, ok := pc.(*net.UDPConn); ok {
+			if br, err := newBatchReader(uc, network == "udp4"); err == nil {
+				forward := func(p []byte, from *net.UDPAddr) error {
+					touch()
+					return a.WriteToAddr(p, source(from))
+				}
+				for {
+					_ = pc.SetReadDeadline(time.Now().Add(srv.udpIdleTimeout()))
+					if err := br.read(forward); err != nil && !open(err) {
+						return
+					}
+				}
+			}
+		}
+		buf := make([]byte, maxDatagram)
 		for {
 			_ = pc.SetReadDeadline(time.Now().Add(srv.udpIdleTimeout()))
 			n, from, err := pc.ReadFrom(buf)
 			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					last.Lock()
-					idle := time.Since(lastActive)
-					last.Unlock()
-					if idle < srv.udpIdleTimeout() {
-						continue
-					}
-					log.Debug("association idle; closing")
+				if open(err) {
+					continue
 				}
 				return
 			}
@@ -111,11 +140,7 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 			if !ok {
 				continue
 			}
-			src := wire.AddrFromAddrPort(ua.AddrPort())
-			if len(resolvers) > 0 {
-				src = wire.Addr{Name: wire.ResolverName, Port: 53}
-			}
-			if a.WriteToAddr(buf[:n], src) != nil {
+			if a.WriteToAddr(buf[:n], source(ua)) != nil {
 				return
 			}
 		}
@@ -127,29 +152,40 @@ func (srv *Server) serveAssoc(s *session, a *Association) {
 			srv.sendBatches(s, a, uc, touch)
 			return
 		}
-		buf := make([]byte, 64<<10)
-		for {
-			n, to, err := a.ReadFromAddr(buf)
-			if err != nil {
-				return
-			}
-			touch()
+		send := func(p []byte, to wire.Addr) {
+			var err error
 			if len(resolvers) > 0 {
 				if isResolver(to) {
-					_, err = pc.WriteTo(buf[:n], net.UDPAddrFromAddrPort(resolvers[0]))
+					_, err = pc.WriteTo(p, net.UDPAddrFromAddrPort(resolvers[0]))
 				}
 				if err != nil || !isResolver(to) {
 					s.dgramsDropped.Add(1) // a resolver association carries DNS to the resolver only
 				}
-				continue
+				return
 			}
 			ips, err := srv.datagramDst(s.life, to)
 			if err != nil {
 				s.dgramsDropped.Add(1)
-				continue
+				return
 			}
-			if _, err := pc.WriteTo(buf[:n], net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0], to.Port))); err != nil {
+			if _, err := pc.WriteTo(p, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0], to.Port))); err != nil {
 				s.dgramsDropped.Add(1)
+			}
+		}
+		for {
+			// No buffer is held while the client is silent.
+			if err := a.WaitRead(); err != nil {
+				return
+			}
+			bp := getBuf(maxDatagram)
+			n, to, err := a.ReadFromAddr(*bp)
+			if err == nil {
+				touch()
+				send((*bp)[:n], to)
+			}
+			putBuf(bp)
+			if err != nil {
+				return
 			}
 		}
 	}()
