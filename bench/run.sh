@@ -15,6 +15,7 @@
 #   tcp8   iperf3 TCP, 8 streams, up
 #   udp    iperf3 UDP, 1400-byte datagrams, at BENCH_UDP_LOW (200M) and
 #          BENCH_UDP_RATE (1G) offered: rate received and loss
+#   udpdown  the same, down (-R: INTERNET sends, LAPTOP receives)
 #   conns  bench/loadgen conns: 50 concurrent short connections (connect, 32 B
 #          each way, close): connections/s, p50/p99 of connect+reply
 #   rr     bench/loadgen rr: 64-byte ping-pong on one connection, idle and while
@@ -291,16 +292,22 @@ m_tcp8() {
 	record "$mode" tcp8_up_gbps "$path" "$(gbps "$(get "$f" end.sum_received.bits_per_second)")"
 }
 
-m_udp() {
-	local mode=$1 path=$2 f pk lost rate tag
+m_udp() { udp_rates "$1" "$2" udp; }
+m_udpdown() { udp_rates "$1" "$2" udp_down -R; }
+
+# udp_rates MODE PATH KEY [ARGS...]: iperf3 UDP at both offered rates, with ARGS;
+# records KEY_{low,high}_{rx_mbps,loss_pct}.
+udp_rates() {
+	local mode=$1 path=$2 key=$3 f pk lost rate tag
+	shift 3
 	for tag in low high; do
 		rate=$BENCH_UDP_RATE
 		[ "$tag" = low ] && rate=$BENCH_UDP_LOW
-		f=$(iperf "$mode" "$path" "udp-$tag" -u -b "$rate" -l 1400)
+		f=$(iperf "$mode" "$path" "$key-$tag" -u -b "$rate" -l 1400 "$@")
 		pk=$(get "$f" end.sum.packets)
 		lost=$(get "$f" end.sum.lost_packets)
-		record "$mode" "udp_${tag}_rx_mbps" "$path" "$(awk -v p="$pk" -v l="$lost" -v t="$BENCH_T" 'BEGIN { if (p == "NA" || l == "NA") print "NA"; else printf "%.0f", (p - l) * 1400 * 8 / t / 1e6 }')"
-		record "$mode" "udp_${tag}_loss_pct" "$path" "$(get "$f" end.sum.lost_percent | awk '{ if ($1 == "NA") print; else printf "%.2f", $1 }')"
+		record "$mode" "${key}_${tag}_rx_mbps" "$path" "$(awk -v p="$pk" -v l="$lost" -v t="$BENCH_T" 'BEGIN { if (p == "NA" || l == "NA") print "NA"; else printf "%.0f", (p - l) * 1400 * 8 / t / 1e6 }')"
+		record "$mode" "${key}_${tag}_loss_pct" "$path" "$(get "$f" end.sum.lost_percent | awk '{ if ($1 == "NA") print; else printf "%.2f", $1 }')"
 	done
 }
 
@@ -503,7 +510,7 @@ for mode in $BENCH_MODES; do
 	tunnel_start "$mode"
 	for ((rep = 1; rep <= BENCH_REPS; rep++)); do
 		echo "# $mode: repetition $rep/$BENCH_REPS (load $(load_avg))" >&2
-		for m in tcp tcp8 udp conns rr busy floor; do
+		for m in tcp tcp8 udp udpdown conns rr busy floor; do
 			want "$m" || continue
 			for path in direct tunnel; do
 				"m_$m" "$mode" "$path"
