@@ -558,16 +558,22 @@ func (e *linkEndpoint) writeLoop() {
 }
 
 // writeBatchVnet is writeLoop's write of a batch on the offload path: one writev per
-// packet, each a GSO super-packet or a packet of its own (nothing to merge: gVisor's
-// TCP hands over segments of up to 64 KiB). It releases the batch and writing.
+// packet, each a GSO super-packet or a packet of its own (gVisor's TCP hands over
+// segments of up to 64 KiB already), except runs of datagrams of one UDP flow, which
+// go as one UDP GSO super-packet (udpgso.go). It releases the batch and writing.
 func (e *linkEndpoint) writeBatchVnet(batch []*stack.PacketBuffer) {
 	var err error
-	for _, pkt := range batch {
-		if err == nil || !errors.Is(err, os.ErrClosed) {
-			if werr := e.vnet.write(pkt); werr != nil {
-				err = werr
-			}
+	for i := 0; i < len(batch) && (err == nil || !errors.Is(err, os.ErrClosed)); {
+		n, werr := 1, error(nil)
+		if run := udpRun(batch[i:]); run > 1 {
+			n, werr = e.vnet.writeUDPRun(batch[i : i+run])
+		} else {
+			werr = e.vnet.write(batch[i])
 		}
+		if werr != nil {
+			err = werr
+		}
+		i += n
 	}
 	e.doneWriting(batch)
 	e.writeFailed(err)

@@ -49,9 +49,14 @@ type vnetIO struct {
 	// scratch holds a packet in too many pieces for one writev, made when needed.
 	scratch []byte
 
+	// udpHdr holds the IP and UDP headers of a UDP super-packet being written, and
+	// pieces the slices of its payloads.
+	udpHdr [udpSuperHdrMax]byte
+	pieces [][]byte
+
 	// superIn and superOut count TCP super-packets read and written (a packet with
-	// a GSO type in its header), for tests.
-	superIn, superOut atomic.Uint64
+	// a GSO type in its header), udpSuperOut UDP super-packets written, for tests.
+	superIn, superOut, udpSuperOut atomic.Uint64
 }
 
 // newVnetIO returns the offload path for dev when it is a Linux TUN with virtio-net
@@ -149,23 +154,75 @@ func (v *vnetIO) write(pkt *stack.PacketBuffer) error {
 		vec.SetLen(len(s))
 		iov = append(iov, vec)
 	}
+	err := v.writev(iov)
+	clear(iov[1:]) // do not keep gVisor's buffers alive
+	if err == nil && v.wrHdr[1] != vnetGSONone {
+		v.superOut.Add(1)
+	}
+	return err
+}
+
+// writev writes iov, one packet, to the device; os.ErrClosed once it is closed.
+func (v *vnetIO) writev(iov []unix.Iovec) error {
 	var errno syscall.Errno
 	err := v.rc.Write(func(fd uintptr) bool {
 		var ready bool
 		_, errno, ready = iovecCall(unix.SYS_WRITEV, fd, iov)
 		return ready
 	})
-	clear(iov[1:]) // do not keep gVisor's buffers alive
 	switch {
 	case err != nil, errno == unix.EBADFD:
 		return os.ErrClosed
 	case errno != 0:
 		return errno
 	}
-	if v.wrHdr[1] != vnetGSONone {
-		v.superOut.Add(1)
-	}
 	return nil
+}
+
+// writeUDPRun writes the first datagrams of run (a run udpRun accepted) as one UDP
+// GSO super-packet, as many as fit in one writev (all of them but for payloads in
+// unusually many pieces), and returns how many it wrote; 1 and the first alone
+// when even two do not fit. It returns os.ErrClosed once the device is closed.
+func (v *vnetIO) writeUDPRun(run []*stack.PacketBuffer) (int, error) {
+	pieces := v.pieces[:0]
+	n := 0
+	for _, p := range run {
+		before := len(pieces)
+		pieces = payloadSlices(pieces, p)
+		if len(pieces) > vnetMaxIovs-1 {
+			pieces = pieces[:before]
+			break
+		}
+		n++
+	}
+	defer func() {
+		clear(pieces) // do not keep gVisor's buffers alive
+		v.pieces = pieces[:0]
+	}()
+	if n < 2 {
+		return 1, v.write(run[0])
+	}
+	hdr := putUDPSuper(&v.udpHdr, &v.wrHdr, run[:n])
+	iov := v.wrIov[:2]
+	iov[0].Base = &v.wrHdr[0]
+	iov[0].SetLen(vnetHdrLen)
+	iov[1].Base = &hdr[0]
+	iov[1].SetLen(len(hdr))
+	for _, s := range pieces {
+		if len(s) == 0 {
+			continue
+		}
+		var vec unix.Iovec
+		vec.Base = &s[0]
+		vec.SetLen(len(s))
+		iov = append(iov, vec)
+	}
+	err := v.writev(iov)
+	clear(iov[2:])
+	if err == nil {
+		v.udpSuperOut.Add(1)
+	}
+	return n, err
 }
 
 // iovecCall runs readv or writev (trap) on fd with iov, again after EINTR. It tells a
