@@ -31,8 +31,12 @@ import (
 //     with one writev (header + gVisor's own buffers, no copy); the kernel's TCP
 //     takes it as the GSO packet it is.
 //
+//   - Outbound, runs of one UDP flow's datagrams queued together go as one UDP GSO
+//     super-packet (udpgso.go), which the kernel splits.
+//
 // The device's offloads are set to TCP only (TSO4, TSO6, checksum), so the kernel
-// never hands over UDP GSO packets, which gVisor could not take as they are.
+// never hands over UDP GSO packets, which gVisor could not take as they are; they
+// say nothing about what the kernel takes from us.
 
 // vnetMaxIovs bounds the buffers of one writev (the kernel's UIO_MAXIOV is 1024); a
 // packet in more pieces is copied into one buffer first.
