@@ -149,6 +149,17 @@ func (v *vnetIO) write(pkt *stack.PacketBuffer) error {
 		v.scratch = b
 		slices = [][]byte{b}
 	}
+	iov = appendIovecs(iov, slices)
+	err := v.writev(iov)
+	clear(iov[1:]) // do not keep gVisor's buffers alive
+	if err == nil && v.wrHdr[1] != vnetGSONone {
+		v.superOut.Add(1)
+	}
+	return err
+}
+
+// appendIovecs appends an iovec for each non-empty slice of slices to iov.
+func appendIovecs(iov []unix.Iovec, slices [][]byte) []unix.Iovec {
 	for _, s := range slices {
 		if len(s) == 0 {
 			continue
@@ -158,12 +169,7 @@ func (v *vnetIO) write(pkt *stack.PacketBuffer) error {
 		vec.SetLen(len(s))
 		iov = append(iov, vec)
 	}
-	err := v.writev(iov)
-	clear(iov[1:]) // do not keep gVisor's buffers alive
-	if err == nil && v.wrHdr[1] != vnetGSONone {
-		v.superOut.Add(1)
-	}
-	return err
+	return iov
 }
 
 // writev writes iov, one packet, to the device; os.ErrClosed once it is closed.
@@ -212,15 +218,7 @@ func (v *vnetIO) writeUDPRun(run []*stack.PacketBuffer) (int, error) {
 	iov[0].SetLen(vnetHdrLen)
 	iov[1].Base = &hdr[0]
 	iov[1].SetLen(len(hdr))
-	for _, s := range pieces {
-		if len(s) == 0 {
-			continue
-		}
-		var vec unix.Iovec
-		vec.Base = &s[0]
-		vec.SetLen(len(s))
-		iov = append(iov, vec)
-	}
+	iov = appendIovecs(iov, pieces)
 	err := v.writev(iov)
 	clear(iov[2:])
 	if err == nil {
