@@ -15,7 +15,7 @@ import (
 
 // udpTestPacket builds an outbound datagram as gVisor hands it to the link: IP and
 // UDP headers pushed in front of the payload, checksums complete.
-func udpTestPacket(t *testing.T, src, dst netip.AddrPort, payload []byte, mod func(nh []byte)) *stack.PacketBuffer {
+func udpTestPacket(t testing.TB, src, dst netip.AddrPort, payload []byte, mod func(nh []byte)) *stack.PacketBuffer {
 	t.Helper()
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
 		ReserveHeaderBytes: header.IPv6MinimumSize + header.UDPMinimumSize,

@@ -30,12 +30,6 @@ import (
 // gVisor's GSO segments must reach the kernel whole, and every byte must arrive
 // (sha256) — which also proves the partial checksums were completed correctly.
 func TestOffloadPathRealTUN(t *testing.T) {
-	ns := newTestNetns(t)
-	dev := ns.createTUN(t, "tvnet0", 1500)
-	ns.ip(t, "link", "set", "tvnet0", "up")
-	ns.ip(t, "addr", "add", "10.77.0.1/24", "dev", "tvnet0")
-	ns.ip(t, "-6", "addr", "add", "fd77::1/64", "dev", "tvnet0", "nodad")
-
 	const size = 8 << 20
 	reply := make([]byte, size)
 	rand.Read(reply)
@@ -48,16 +42,7 @@ func TestOffloadPathRealTUN(t *testing.T) {
 		gotUp <- [32]byte(h.Sum(nil))
 		c.Write(reply)
 	})
-	// The MTU is given: the device's MTU() asks in the test's own namespace.
-	st, err := New(dev, &fakeHandler{tcpTarget: to(srv), udpTarget: echo.String()}, Options{MTU: 1500, Logger: zaptest.NewLogger(t), DialTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	v := st.link.vnet
-	if v == nil {
-		t.Fatal("a wireguard-go TUN on Linux did not take the offload path")
-	}
+	ns, v := newOffloadStack(t, &fakeHandler{tcpTarget: to(srv), udpTarget: echo.String()})
 	for _, dst := range []string{"10.77.0.2:80", "[fd77::2]:80"} {
 		t.Run(dst, func(t *testing.T) {
 			in, out := v.superIn.Load(), v.superOut.Load()
@@ -79,6 +64,7 @@ func TestOffloadPathRealTUN(t *testing.T) {
 	for _, dst := range []string{"10.77.0.2:53", "[fd77::2]:53"} {
 		t.Run("udp "+dst, func(t *testing.T) {
 			var c net.Conn
+			var err error
 			ns.in(t, func() { c, err = net.Dial("udp", dst) })
 			if err != nil {
 				t.Fatal(err)
@@ -172,6 +158,28 @@ func (n *testNetns) createTUN(t testing.TB, name string, mtu int) tun.Device {
 		t.Fatalf("create TUN: %v", err)
 	}
 	return dev
+}
+
+// newOffloadStack makes a namespace with a TUN, tvnet0 (10.77.0.1/24, fd77::1/64),
+// and a Stack on it with handler, closed at the end of the test; the link must have
+// taken the offload path, whose vnetIO it returns.
+func newOffloadStack(t *testing.T, handler Handler) (*testNetns, *vnetIO) {
+	t.Helper()
+	ns := newTestNetns(t)
+	dev := ns.createTUN(t, "tvnet0", 1500)
+	ns.ip(t, "link", "set", "tvnet0", "up")
+	ns.ip(t, "addr", "add", "10.77.0.1/24", "dev", "tvnet0")
+	ns.ip(t, "-6", "addr", "add", "fd77::1/64", "dev", "tvnet0", "nodad")
+	// The MTU is given: the device's MTU() asks in the test's own namespace.
+	st, err := New(dev, handler, Options{MTU: 1500, Logger: zaptest.NewLogger(t), DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if st.link.vnet == nil {
+		t.Fatal("a wireguard-go TUN on Linux did not take the offload path")
+	}
+	return ns, st.link.vnet
 }
 
 // dial connects to addr from the namespace (the socket stays in it).
